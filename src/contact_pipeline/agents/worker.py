@@ -1,0 +1,197 @@
+"""The Faust application and its contact-command agent.
+
+The agent is thin: it batches messages, hands them to
+:class:`~contact_pipeline.handlers.batch.ContactBatchApplier`, publishes what
+comes back and only then acknowledges the messages. Faust delivers at least
+once, so a crash before the acknowledgement redelivers the batch, and the
+applier's idempotency makes that redelivery change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from prometheus_client import generate_latest
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from contact_pipeline import codec, metrics
+from contact_pipeline.domain.commands import SourcePosition
+from contact_pipeline.domain.errors import StoreUnavailable
+from contact_pipeline.handlers.batch import BatchOutput, ContactBatchApplier, RawMessage
+from contact_pipeline.kafka import topics as topic_names
+from contact_pipeline.schemas import load_schemas
+from contact_pipeline.settings import Settings
+from contact_pipeline.store.mongo import Store
+
+logger = logging.getLogger(__name__)
+
+
+def broker_url(bootstrap_servers: str) -> str:
+    """Convert ``host:port,host:port`` to Faust's ``kafka://host:port;kafka://host:port``."""
+    hosts = [host.strip() for host in bootstrap_servers.split(",") if host.strip()]
+    return ";".join(f"kafka://{host}" for host in hosts)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker's Faust app with its agents, topics and metrics page."""
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url(settings.kafka_bootstrap_servers),
+        store="memory://",
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        topic_allow_declare=False,
+        producer_acks=-1,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        logging_config=None,
+    )
+    prefix = settings.topic_prefix
+    commands = app.topic(
+        topic_names.topic_name(topic_names.COMMANDS, prefix),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    results = app.topic(topic_names.topic_name(topic_names.RESULTS, prefix), value_serializer="raw")
+    events = app.topic(topic_names.topic_name(topic_names.EVENTS, prefix), value_serializer="raw")
+    dead_letters = app.topic(
+        topic_names.topic_name(topic_names.DEAD_LETTERS, prefix), value_serializer="raw"
+    )
+    schemas = load_schemas(settings.schemas_dir)
+    state: dict[str, Any] = {}
+    lock = asyncio.Lock()
+
+    async def applier() -> ContactBatchApplier:
+        # The client must be created inside the running event loop, so not at import.
+        async with lock:
+            if "applier" not in state:
+                store = await Store.connect(
+                    settings.mongodb_uri.get_secret_value(), settings.mongodb_database
+                )
+                await store.ensure_indexes()
+                state["applier"] = ContactBatchApplier(store, schemas)
+        return state["applier"]
+
+    @app.agent(commands, name="contact-commands")
+    async def contact_commands(stream: faust.StreamT) -> None:
+        async for batch in stream.noack_take(
+            settings.batch_max_messages, within=settings.batch_max_wait_seconds
+        ):
+            started = time.perf_counter()
+            messages = [_raw(event) for event in batch]
+            try:
+                output = await _apply_with_retry(await applier(), messages, settings)
+            except StoreUnavailable as exc:
+                logger.exception("document store still failing; stopping the worker: %s", exc)
+                await app.crash(exc)
+                return
+            await _publish(output, results, events, dead_letters)
+            for event in batch:
+                await stream.ack(event)
+            _record(messages, output, started)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _raw(event: Any) -> RawMessage:
+    message = event.message
+    return RawMessage(
+        value=message.value,
+        key=message.key,
+        position=SourcePosition(message.topic, message.partition, message.offset),
+    )
+
+
+async def _apply_with_retry(
+    applier: ContactBatchApplier, messages: list[RawMessage], settings: Settings
+) -> BatchOutput:
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        wait=wait_exponential(multiplier=0.2, max=10),
+        stop=stop_after_delay(settings.store_retry_max_seconds),
+        reraise=True,
+        before_sleep=_log_retry,
+    ):
+        with attempt:
+            return await applier.apply(messages)
+    raise AssertionError("unreachable: AsyncRetrying either returns or raises")
+
+
+def _log_retry(retry_state: Any) -> None:
+    metrics.STORE_RETRIES.inc()
+    logger.warning(
+        "store failed, retrying batch attempt=%d error=%s",
+        retry_state.attempt_number,
+        retry_state.outcome.exception() if retry_state.outcome else None,
+    )
+
+
+async def _publish(
+    output: BatchOutput, results: faust.TopicT, events: faust.TopicT, dead_letters: faust.TopicT
+) -> None:
+    """Send events, dead letters and results, and wait until the broker has them all."""
+    pending = []
+    for event in output.events:
+        key = f"{event['tenantId']}:{event['contactId']}".encode()
+        pending.append(await events.send(key=key, value=codec.dumps(event)))
+    for letter in output.dead_letters:
+        headers = [
+            ("source-topic", letter.position.topic.encode()),
+            ("source-partition", str(letter.position.partition).encode()),
+            ("source-offset", str(letter.position.offset).encode()),
+            ("error", letter.error.encode()),
+        ]
+        pending.append(await dead_letters.send(key=letter.key, value=letter.raw, headers=headers))
+        logger.warning(
+            "dead-lettered message topic=%s partition=%d offset=%d error=%s",
+            letter.position.topic,
+            letter.position.partition,
+            letter.position.offset,
+            letter.error,
+        )
+    for result in output.results:
+        pending.append(
+            await results.send(key=str(result["commandId"]).encode(), value=codec.dumps(result))
+        )
+    # NOTE: the offsets are acknowledged only after every send is confirmed, so
+    # a crash in between republishes: consumers dedupe by event id and command id.
+    await asyncio.gather(*pending)
+
+
+def _record(messages: list[RawMessage], output: BatchOutput, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    metrics.BATCH_SECONDS.observe(elapsed)
+    metrics.BATCH_SIZE.observe(len(messages))
+    metrics.DEAD_LETTERS.inc(len(output.dead_letters))
+    for result in output.results:
+        metrics.COMMANDS.labels(command=str(result.get("type")), outcome=result["outcome"]).inc()
+        logger.debug(
+            "command finished command_id=%s tenant=%s outcome=%s code=%s",
+            result["commandId"],
+            result["tenantId"],
+            result["outcome"],
+            result["code"],
+        )
+    first = messages[0].position
+    logger.info(
+        "batch applied topic=%s partition=%d offset=%d messages=%d results=%d events=%d "
+        "dead_letters=%d duration_ms=%.1f",
+        first.topic,
+        first.partition,
+        first.offset,
+        len(messages),
+        len(output.results),
+        len(output.events),
+        len(output.dead_letters),
+        elapsed * 1000,
+    )

@@ -1,0 +1,386 @@
+"""The ``contact-pipeline`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from contact_pipeline.kafka import topics as topic_names
+from contact_pipeline.settings import REPOSITORY_ROOT, get_settings
+
+app = typer.Typer(help="Contact-management pipeline: Kafka commands applied to a document store.",
+                  no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Create and check the Kafka topics of topics.yaml.", no_args_is_help=True)
+dev_app = typer.Typer(help="Local Kafka and FerretDB servers for development and tests.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(dev_app, name="dev")
+
+logger = logging.getLogger("contact_pipeline.cli")
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="Log level: DEBUG, INFO, WARNING.")] = "",
+) -> None:
+    """Run the worker: consume contact commands and apply them to the store."""
+    from faust import Worker
+
+    from contact_pipeline.agents.worker import create_app
+
+    settings = get_settings()
+    level = (log_level or settings.log_level).lower()
+    faust_app = create_app(settings)
+    Worker(faust_app, loglevel=level).execute_from_commandline()
+
+
+@topics_app.command("apply")
+def topics_apply(
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(help="Override the declared replication factor (1 for a single local broker)."),
+    ] = None,
+) -> None:
+    """Create missing topics; report existing topics whose settings differ from topics.yaml."""
+    _setup_logging("WARNING")
+    settings = get_settings()
+    specs = topic_names.load_topics(settings.topics_file, settings.topic_prefix)
+    try:
+        created, drifts = asyncio.run(
+            topic_names.apply_topics(
+                settings.kafka_bootstrap_servers, specs, replication_factor=replication_factor
+            )
+        )
+    except RuntimeError as exc:
+        _fail(str(exc))
+    for name in created:
+        typer.echo(f"created {name}")
+    for drift in drifts:
+        typer.secho(
+            f"differs {drift.topic}: {drift.setting} is {drift.actual}, topics.yaml declares "
+            f"{drift.declared} (not changed: alter it by hand if intended)",
+            fg=typer.colors.YELLOW,
+        )
+    unchanged = len(specs) - len(created)
+    typer.echo(f"{len(created)} created, {unchanged} existed, {len(drifts)} settings differ")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Print the declared topics with partitions, key and purpose."""
+    settings = get_settings()
+    for spec in topic_names.load_topics(settings.topics_file, settings.topic_prefix):
+        typer.echo(f"{spec.name}  partitions={spec.partitions}  key={spec.key}")
+        typer.echo(f"    {spec.purpose}")
+
+
+@app.command()
+def send(
+    file: Annotated[Path, typer.Argument(help="JSON Lines file: one command per line.", exists=True, dir_okay=False)],
+    wait: Annotated[bool, typer.Option(help="Wait for each command's result and print it.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 60.0,
+) -> None:
+    """Produce the commands of a JSON Lines file to the command topic."""
+    commands: list[dict[str, Any]] = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            command = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _fail(f"{file}:{number}: not valid JSON ({exc.msg}); fix the line or remove it")
+        if not isinstance(command, dict):
+            _fail(f"{file}:{number}: expected a JSON object, got {type(command).__name__}")
+        commands.append(command)
+    outcome = asyncio.run(_send_and_collect(commands, wait, timeout, label="commands"))
+    for result in outcome["results"].values():
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    if wait and outcome["missing"]:
+        _fail(f"{len(outcome['missing'])} results did not arrive within {timeout:g} s; is a worker running?")
+
+
+async def _send_and_collect(
+    commands: list[dict[str, Any]], wait: bool, timeout: float, label: str
+) -> dict[str, Any]:
+    from contact_pipeline.kafka.client import ResultCollector, produce_commands
+
+    settings = get_settings()
+    command_topic = topic_names.topic_name(topic_names.COMMANDS, settings.topic_prefix)
+    result_topic = topic_names.topic_name(topic_names.RESULTS, settings.topic_prefix)
+    collector = ResultCollector(settings.kafka_bootstrap_servers, result_topic) if wait else None
+    if collector:
+        await collector.start()
+    try:
+        with tqdm(total=len(commands), desc=f"sending {label}", unit="cmd", file=sys.stderr,
+                  disable=len(commands) < 1000) as bar:
+            await produce_commands(
+                settings.kafka_bootstrap_servers, command_topic, commands,
+                on_sent=lambda sent: bar.update(sent - bar.n),
+            )
+        if not collector:
+            return {"results": {}, "missing": []}
+        ids = {str(command.get("commandId")) for command in commands}
+        with tqdm(total=len(ids), desc="waiting for results", unit="cmd", file=sys.stderr,
+                  disable=len(ids) < 1000) as bar:
+            results = await collector.wait_for(ids, timeout, on_result=lambda _: bar.update(1))
+        return {"results": results, "missing": sorted(ids - set(results))}
+    finally:
+        if collector:
+            await collector.stop()
+
+
+@app.command("import")
+def import_csv(
+    file: Annotated[Path, typer.Argument(help="CSV export with a header row, UTF-8 with or without BOM.", exists=True, dir_okay=False)],
+    tenant: Annotated[str, typer.Option(help="Tenant id the contacts belong to.")],
+    format: Annotated[str, typer.Option(help="Column mapping preset: auto, mailchimp or hubspot.")] = "auto",
+    map: Annotated[list[str] | None, typer.Option("--map", help='Override one column mapping, "Column=field.path"; "Column=" ignores the column.')] = None,
+    import_id: Annotated[str | None, typer.Option(help="Id of this import; the default derives it from tenant and file content, so re-running the same file applies nothing twice.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the worker's results and report rejected rows.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 300.0,
+) -> None:
+    """Import a contact export: each row becomes a contact.create that merges into an existing contact."""
+    from contact_pipeline.importer import csv_import
+
+    if not tenant.replace("-", "").replace("_", "").isalnum():
+        _fail(f"--tenant {tenant!r} is invalid: use letters, digits, '-' and '_'")
+    try:
+        plan = _plan_import(file, tenant, format, map or [], import_id)
+    except (csv_import.CsvEncodingError, csv_import.CsvFormatError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"import {plan['import_id']}: {plan['rows']} rows, format {plan['format']}, "
+        f"{len(plan['commands'])} commands, {len(plan['problems'])} rows skipped"
+    )
+    for column in plan["ignored_columns"]:
+        typer.echo(f"  column not imported: {column}")
+    for problem in plan["problems"]:
+        typer.echo(f"  row {problem.row}: {problem.column} {problem.value!r}: {problem.reason}")
+
+    outcome = asyncio.run(_send_and_collect(plan["commands"], wait, timeout, label="rows"))
+    if not wait:
+        typer.echo(f"sent {len(plan['commands'])} commands; results are on the results topic")
+        return
+    _print_import_report(plan, outcome)
+    if outcome["missing"]:
+        _fail(f"{len(outcome['missing'])} results did not arrive within {timeout:g} s; is a worker running?")
+
+
+def _plan_import(
+    file: Path, tenant: str, format: str, overrides: list[str], import_id: str | None
+) -> dict[str, Any]:
+    from contact_pipeline.importer import csv_import
+
+    rows = list(csv_import.read_rows(file))
+    headers = list(rows[0].values) if rows else []
+    chosen = csv_import.detect_format(headers) if format == "auto" else format
+    if chosen not in csv_import.MAPPINGS:
+        known = ", ".join(csv_import.MAPPINGS)
+        raise ValueError(
+            f"--format {format!r}: no preset matches the columns of {file.name}; "
+            f"choose one of {known} and adjust columns with --map"
+        )
+    mapping = dict(csv_import.MAPPINGS[chosen])
+    mapping.update(csv_import.parse_mapping_overrides(overrides))
+    digest = hashlib.sha256(file.read_bytes() + tenant.encode()).hexdigest()[:12]
+    chosen_id = import_id or f"{file.stem[:40]}-{digest}"
+
+    commands: list[dict[str, Any]] = []
+    problems: list[Any] = []
+    for row in rows:
+        fields, row_problems = csv_import.row_to_fields(row, mapping)
+        if any(problem.column for problem in row_problems if not fields.get("email")):
+            problems.extend(row_problems)
+            continue
+        problems.extend(p for p in row_problems if not fields.get("email"))
+        commands.append(
+            csv_import.build_create_command(
+                fields, tenant_id=tenant, row_number=row.number, import_id=chosen_id,
+                source_name=file.name,
+            )
+        )
+    ignored = sorted({h for h in headers if not mapping.get(h)})
+    return {
+        "import_id": chosen_id, "format": chosen, "rows": len(rows), "commands": commands,
+        "problems": problems, "ignored_columns": ignored, "tenant": tenant,
+    }
+
+
+def _print_import_report(plan: dict[str, Any], outcome: dict[str, Any]) -> None:
+    results = outcome["results"].values()
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result["code"]] = counts.get(result["code"], 0) + 1
+    rejected = sorted(
+        (r for r in results if r["outcome"] == "rejected"),
+        key=lambda r: (r.get("meta") or {}).get("row", 0),
+    )
+    for result in rejected:
+        typer.echo(_rejection_line(result))
+    summary = ", ".join(f"{code} {count}" for code, count in sorted(counts.items()))
+    typer.echo(f"import {plan['import_id']} finished: {summary or 'no results'}")
+
+
+def _rejection_line(result: dict[str, Any]) -> str:
+    row = (result.get("meta") or {}).get("row", "?")
+    errors = result.get("errors") or [{"field": "", "value": None, "reason": result["message"]}]
+    parts = [f"{e['field']} {e['value']!r}: {e['reason']}" if e["field"] else e["reason"] for e in errors]
+    return f"  row {row} rejected ({result['code']}): " + "; ".join(parts)
+
+
+@app.command()
+def summary(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    import_id: Annotated[list[str] | None, typer.Option(help="Import id (correlation id); repeat for several.")] = None,
+    show_rejected: Annotated[int, typer.Option(help="How many rejected rows to list per import.")] = 20,
+) -> None:
+    """Print what the store holds for a tenant, and the outcomes of its imports."""
+    report = asyncio.run(_summary(tenant, import_id or []))
+    typer.echo(f"tenant {tenant}: {report['contacts']} contacts stored")
+    for correlation_id, data in report["imports"].items():
+        codes = data["codes"]
+        merged = codes.get("merged", 0) + codes.get("unchanged", 0)
+        rejected = sum(count for code, count in codes.items() if code not in ("created", "merged", "unchanged", "updated"))
+        typer.echo(
+            f"import {correlation_id}: {sum(codes.values())} rows processed, "
+            f"{codes.get('created', 0)} created, {merged} duplicates merged, {rejected} rejected"
+        )
+        reasons: dict[str, int] = {}
+        for result in data["rejected"]:
+            for error in result.get("errors") or [{"field": "", "reason": result["code"]}]:
+                label = f"{error['field']}: {error['reason']}" if error["field"] else error["reason"]
+                reasons[label] = reasons.get(label, 0) + 1
+        for label, count in sorted(reasons.items(), key=lambda item: -item[1]):
+            typer.echo(f"    {count:5d} x {label}")
+        for result in data["rejected"][:show_rejected]:
+            typer.echo(_rejection_line(result))
+        if len(data["rejected"]) > show_rejected:
+            typer.echo(f"    ... {len(data['rejected']) - show_rejected} more")
+
+
+async def _summary(tenant: str, import_ids: list[str]) -> dict[str, Any]:
+    from contact_pipeline.store.mongo import Store, count_contacts, summarise_results
+
+    settings = get_settings()
+    store = await Store.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    try:
+        report: dict[str, Any] = {"contacts": await count_contacts(store, tenant), "imports": {}}
+        for import_id in import_ids:
+            report["imports"][import_id] = await summarise_results(store, tenant, import_id)
+        return report
+    finally:
+        await store.close()
+
+
+@dev_app.command("up")
+def dev_up() -> None:
+    """Start local Kafka and FerretDB on 127.0.0.1, building or downloading what is missing."""
+    from contact_pipeline.dev import services
+
+    _setup_logging()
+    endpoints = services.up()
+    typer.echo(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
+    typer.echo(f"MONGODB_URI={endpoints.mongodb_uri}")
+
+
+@dev_app.command("down")
+def dev_down(wipe: Annotated[bool, typer.Option(help="Also delete the servers' data.")] = False) -> None:
+    """Stop the local servers."""
+    from contact_pipeline.dev import services
+
+    _setup_logging()
+    services.down(wipe=wipe)
+
+
+@dev_app.command("status")
+def dev_status() -> None:
+    """Show whether the local servers run, with pid, address and log file."""
+    from contact_pipeline.dev import services
+
+    for name, info in services.status().items():
+        typer.echo(f"{name}: " + "  ".join(f"{key}={value}" for key, value in info.items()))
+
+
+@app.command()
+def demo(
+    tenant: Annotated[str, typer.Option(help="Tenant id for the example data.")] = "demo",
+    files: Annotated[list[Path] | None, typer.Option("--file", help="CSV files to import; default the two example exports.")] = None,
+) -> None:
+    """Run the main job on the example data: servers, topics, worker, imports, summary."""
+    from contact_pipeline.dev import services
+
+    _setup_logging()
+    settings = get_settings()
+    endpoints = services.up()
+    env_overrides = {
+        "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
+        "MONGODB_URI": endpoints.mongodb_uri,
+    }
+    import os
+
+    os.environ.update(env_overrides)
+    get_settings.cache_clear()
+    typer.echo("== topics")
+    topics_apply(replication_factor=1)
+
+    typer.echo("== worker")
+    log_path = REPOSITORY_ROOT / ".local" / "run" / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "contact_pipeline.cli", "worker"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+        )
+    typer.echo(f"worker pid={process.pid}, log {log_path}")
+    try:
+        import_ids = []
+        for path in files or sorted((REPOSITORY_ROOT / "examples").glob("*.csv")):
+            typer.echo(f"== import {path.name}")
+            started = time.monotonic()
+            plan = _plan_import(path, tenant, "auto", [], None)
+            import_csv(path, tenant=tenant, format="auto", map=None, import_id=plan["import_id"],
+                       wait=True, timeout=300.0)
+            typer.echo(f"   took {time.monotonic() - started:.1f} s")
+            import_ids.append(plan["import_id"])
+        typer.echo("== summary (read back from the store)")
+        summary(tenant=tenant, import_id=import_ids, show_rejected=10)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    typer.echo("local servers keep running; stop them with `contact-pipeline dev down`")
+    _ = settings
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""Apply a batch of raw contact-command messages to the store.
+
+One batch costs a few bulk round trips, not one per command: outcomes of
+earlier deliveries are read in one query, contacts in one query per wave, and
+writes go out as bulk inserts and bulk replaces. Commands about one contact
+apply in arrival order: each wave takes at most one command per contact, so a
+contact's second command in a batch sees the result of its first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from contact_pipeline.domain.commands import Decoded, SourcePosition, Undecodable, decode
+from contact_pipeline.domain.errors import CommandRejected
+from contact_pipeline.handlers.contacts import (
+    AlreadyApplied,
+    ContactCommand,
+    Write,
+    build_event,
+    contact_doc_id,
+    decide,
+    is_live,
+)
+from contact_pipeline.handlers.validation import InvalidCommand, validate_command
+from contact_pipeline.schemas import CommandSchemas
+from contact_pipeline.store.mongo import Store, utcnow
+
+logger = logging.getLogger(__name__)
+
+CLAIM_GRACE_SECONDS = 300
+"""Age after which an e-mail claim whose contact was never stored may be taken over."""
+
+MAX_WRITE_ATTEMPTS = 5
+"""Waves a command may be retried in after losing a race with another writer."""
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed Kafka record."""
+
+    value: bytes | None
+    key: bytes | None
+    position: SourcePosition
+
+
+@dataclass
+class BatchOutput:
+    """What a batch produced; the agent publishes it, then commits the offsets."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[Undecodable] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    decoded: Decoded
+    command: ContactCommand
+    attempts: int = 0
+
+
+class ContactBatchApplier:
+    """Applies contact commands idempotently, in order per contact, in bulk."""
+
+    def __init__(
+        self,
+        store: Store,
+        schemas: CommandSchemas,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.schemas = schemas
+        self.clock = clock
+
+    async def apply(self, messages: list[RawMessage]) -> BatchOutput:
+        """Apply a batch; raises StoreUnavailable (retriable) if the store fails."""
+        output = BatchOutput()
+        decoded: list[Decoded] = []
+        for message in messages:
+            item = decode(message.value, message.key, message.position)
+            if isinstance(item, Undecodable):
+                output.dead_letters.append(item)
+            else:
+                decoded.append(item)
+
+        # Redelivered commands: republish the outcome stored the first time.
+        stored = await self.store.load_results(_result_id(d) for d in decoded)
+        fresh: list[Decoded] = []
+        seen: dict[str, Decoded] = {}
+        repeats: list[Decoded] = []
+        for item in decoded:
+            result_id = _result_id(item)
+            if result_id in stored:
+                _republish(output, stored[result_id])
+            elif result_id in seen:
+                repeats.append(item)
+            else:
+                seen[result_id] = item
+                fresh.append(item)
+
+        new_outcomes: dict[str, dict[str, Any]] = {}
+        pending: list[_Pending] = []
+        for item in fresh:
+            try:
+                command = validate_command(item, self.schemas)
+            except InvalidCommand as exc:
+                new_outcomes[_result_id(item)] = self._outcome(
+                    item, "rejected", exc.code, exc.message, errors=exc.errors
+                )
+                continue
+            pending.append(_Pending(item, command))
+
+        await self._apply_in_waves(pending, new_outcomes)
+
+        await self.store.save_results(list(new_outcomes.values()))
+        for outcome in new_outcomes.values():
+            _republish(output, outcome)
+        for item in repeats:
+            output.results.append(new_outcomes[_result_id(item)]["result"])
+        return output
+
+    async def _apply_in_waves(
+        self, pending: list[_Pending], outcomes: dict[str, dict[str, Any]]
+    ) -> None:
+        queues: dict[str, deque[_Pending]] = {}
+        for item in pending:
+            queues.setdefault(item.command.doc_id, deque()).append(item)
+
+        while queues:
+            wave = [queue.popleft() for queue in queues.values()]
+            queues = {doc_id: queue for doc_id, queue in queues.items() if queue}
+            retry = await self._apply_wave(wave, outcomes)
+            for item in retry:
+                item.attempts += 1
+                if item.attempts >= MAX_WRITE_ATTEMPTS:
+                    outcomes[_result_id(item.decoded)] = self._outcome(
+                        item.decoded,
+                        "rejected",
+                        "concurrent_modification",
+                        "the contact kept changing under concurrent writers; send the command again",
+                    )
+                    continue
+                queues.setdefault(item.command.doc_id, deque()).appendleft(item)
+
+    async def _apply_wave(
+        self, wave: list[_Pending], outcomes: dict[str, dict[str, Any]]
+    ) -> list[_Pending]:
+        """Apply one command per contact; return the commands to retry in the next wave."""
+        now = self.clock()
+        docs = await self.store.load_contacts(item.command.doc_id for item in wave)
+
+        writes: list[tuple[_Pending, Write]] = []
+        for item in wave:
+            try:
+                decision = decide(docs.get(item.command.doc_id), item.command, now)
+            except CommandRejected as exc:
+                outcomes[_result_id(item.decoded)] = self._rejected(item.decoded, exc)
+                continue
+            if isinstance(decision, AlreadyApplied):
+                outcomes[_result_id(item.decoded)] = self._from_history(
+                    item, decision, docs[item.command.doc_id]
+                )
+                continue
+            writes.append((item, decision))
+
+        retry: list[_Pending] = []
+        writes = await self._claim_emails(writes, outcomes, retry, now)
+
+        inserts = [write for _, write in writes if write.previous_version is None]
+        replaces = [write for _, write in writes if write.previous_version is not None]
+        failed = await self.store.insert_contacts([write.document for write in inserts])
+        failed |= await self.store.replace_contacts(
+            [(write.document, write.previous_version) for write in replaces]  # type: ignore[misc]
+        )
+
+        releases: list[tuple[str, str]] = []
+        for item, write in writes:
+            if write.document["_id"] in failed:
+                retry.append(item)
+                continue
+            if write.release_email_key:
+                releases.append((_claim_id(item.command, write.release_email_key), write.document["_id"]))
+            outcomes[_result_id(item.decoded)] = self._applied(item, write)
+        await self.store.release_email_keys(releases)
+        return retry
+
+    async def _claim_emails(
+        self,
+        writes: list[tuple[_Pending, Write]],
+        outcomes: dict[str, dict[str, Any]],
+        retry: list[_Pending],
+        now: datetime,
+    ) -> list[tuple[_Pending, Write]]:
+        """Claim new e-mail keys; hold back writes whose address another contact has.
+
+        A claim is a document whose ``_id`` is the tenant and e-mail key, so of
+        two contacts that race for one address exactly one insert succeeds,
+        whichever worker runs them.
+        """
+        claiming = [(item, write) for item, write in writes if write.claim_email_key]
+        if not claiming:
+            return writes
+
+        claim_ids = {
+            id(write): _claim_id(item.command, write.claim_email_key)  # type: ignore[arg-type]
+            for item, write in claiming
+        }
+        claims = await self.store.load_email_claims(claim_ids.values())
+        owner_docs = await self.store.load_contacts(claim["owner"] for claim in claims.values())
+
+        blocked: set[int] = set()
+        to_insert: list[tuple[str, str]] = []
+        inserting: list[_Pending] = []
+        for item, write in claiming:
+            claim_id = claim_ids[id(write)]
+            doc_id = write.document["_id"]
+            claim = claims.get(claim_id)
+            if claim is None:
+                if claim_id in (pair[0] for pair in to_insert):
+                    # Another contact in this wave claims the same address first;
+                    # the next wave sees its claim and decides.
+                    blocked.add(id(write))
+                    retry.append(item)
+                    continue
+                to_insert.append((claim_id, doc_id))
+                inserting.append(item)
+                continue
+            owner = claim["owner"]
+            if owner == doc_id:
+                continue
+            owner_doc = owner_docs.get(owner)
+            if _claim_is_held(claim, owner_doc, write.claim_email_key, now):
+                blocked.add(id(write))
+                if owner_doc is None:
+                    # Claimed moments ago by a writer that has not stored its contact yet.
+                    retry.append(item)
+                else:
+                    self._email_taken(item, owner_doc, outcomes, retry)
+                continue
+            if not await self.store.take_over_email_key(claim_id, owner, doc_id, now):
+                blocked.add(id(write))
+                retry.append(item)
+
+        lost = await self.store.claim_email_keys(to_insert, now)
+        for index in lost:
+            item = inserting[index]
+            write = next(w for i, w in claiming if i is item)
+            blocked.add(id(write))
+            retry.append(item)
+        return [(item, write) for item, write in writes if id(write) not in blocked]
+
+    def _email_taken(
+        self,
+        item: _Pending,
+        owner_doc: dict[str, Any],
+        outcomes: dict[str, dict[str, Any]],
+        retry: list[_Pending],
+    ) -> None:
+        command = item.command
+        if command.type == "contact.create" and command.if_exists == "merge":
+            # Merge into the contact that has the address; the next wave loads it.
+            item.command = replace(command, contact_id=owner_doc["id"])
+            retry.append(item)
+            return
+        outcomes[_result_id(item.decoded)] = self._rejected(
+            item.decoded,
+            CommandRejected(
+                "duplicate_email",
+                f"contact {owner_doc['id']} already has this e-mail address; update that contact, "
+                'or send contact.create with "ifExists": "merge"',
+                field="email",
+                existingContactId=owner_doc["id"],
+            ),
+        )
+
+    def _applied(self, item: _Pending, write: Write) -> dict[str, Any]:
+        outcome = self._outcome(
+            item.decoded,
+            "applied",
+            write.code,
+            _applied_message(write),
+            contact_id=write.command.contact_id,
+            version=write.document["version"],
+            changed_fields=write.changed_fields,
+            event=write.event,
+            merged=write.merged,
+        )
+        if write.ignored_fields:
+            outcome["result"]["ignoredFields"] = write.ignored_fields
+        return outcome
+
+    def _from_history(
+        self, item: _Pending, decision: AlreadyApplied, doc: dict[str, Any]
+    ) -> dict[str, Any]:
+        entry = decision.entry
+        event = None
+        if entry.get("eventId") and doc.get("version") == entry["version"]:
+            event_type = {"created": "contact.created", "deleted": "contact.deleted"}.get(
+                entry["code"], "contact.updated"
+            )
+            event = build_event(
+                item.command.envelope, event_type, doc, entry["changedFields"], entry["at"]
+            )
+        return self._outcome(
+            item.decoded,
+            "applied",
+            entry["code"],
+            "command was applied before; nothing changed this time",
+            contact_id=item.command.contact_id,
+            version=entry["version"],
+            changed_fields=entry["changedFields"],
+            event=event,
+            merged=entry["code"] == "merged",
+        )
+
+    def _rejected(self, decoded: Decoded, exc: CommandRejected) -> dict[str, Any]:
+        errors = []
+        if "field" in exc.details:
+            errors.append(
+                {"field": exc.details["field"], "value": exc.details.get("value"), "reason": exc.message}
+            )
+        extra = {k: v for k, v in exc.details.items() if k not in ("field", "value")}
+        outcome = self._outcome(decoded, "rejected", exc.code, exc.message, errors=errors)
+        outcome["result"].update(extra)
+        return outcome
+
+    def _outcome(
+        self,
+        decoded: Decoded,
+        outcome: str,
+        code: str,
+        message: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        contact_id: str | None = None,
+        version: int | None = None,
+        changed_fields: list[str] | None = None,
+        event: dict[str, Any] | None = None,
+        merged: bool = False,
+    ) -> dict[str, Any]:
+        raw = decoded.message
+        payload = raw.get("payload") if isinstance(raw.get("payload"), dict) else {}
+        result: dict[str, Any] = {
+            "commandId": decoded.command_id,
+            "tenantId": decoded.tenant_id,
+            "type": raw.get("type"),
+            "outcome": outcome,
+            "code": code,
+            "message": message,
+            "contactId": contact_id or payload.get("contactId"),
+            "processedAt": self.clock().isoformat(),
+        }
+        if version is not None:
+            result["version"] = version
+        if changed_fields is not None:
+            result["changedFields"] = changed_fields
+        if event is not None:
+            result["eventId"] = event["id"]
+        if merged:
+            result["merged"] = True
+        if errors:
+            result["errors"] = errors
+        if isinstance(raw.get("correlationId"), str):
+            result["correlationId"] = raw["correlationId"]
+        if isinstance(raw.get("meta"), dict):
+            result["meta"] = raw["meta"]
+        return {
+            "_id": _result_id(decoded),
+            "tenantId": decoded.tenant_id,
+            "correlationId": result.get("correlationId"),
+            "outcome": outcome,
+            "code": code,
+            "merged": merged,
+            "result": result,
+            "event": event,
+        }
+
+
+def _claim_is_held(
+    claim: dict[str, Any], owner_doc: dict[str, Any] | None, key: str | None, now: datetime
+) -> bool:
+    """Tell whether a claim still protects its owner's address.
+
+    A claim outlives its purpose when the owner was deleted or changed its
+    address and a crash skipped the release, or when the owner's insert never
+    happened; the latter is only assumed after a grace period, because another
+    worker may be between its claim and its insert.
+    """
+    if owner_doc is None:
+        claimed_at = claim.get("claimedAt")
+        return claimed_at is None or (now - claimed_at).total_seconds() < CLAIM_GRACE_SECONDS
+    return is_live(owner_doc) and owner_doc.get("emailKey") == key
+
+
+def _republish(output: BatchOutput, stored: dict[str, Any]) -> None:
+    output.results.append(stored["result"])
+    if stored.get("event") is not None:
+        output.events.append(stored["event"])
+
+
+def _applied_message(write: Write) -> str:
+    if write.code == "unchanged":
+        return "command applied; the contact already had these values"
+    if write.ignored_fields:
+        return f"command applied; kept {', '.join(write.ignored_fields)} because the contact unsubscribed"
+    return f"contact {write.code}"
+
+
+def _result_id(decoded: Decoded) -> str:
+    return f"{decoded.tenant_id}:{decoded.command_id}"
+
+
+def _claim_id(command: ContactCommand, key: str) -> str:
+    return f"{command.tenant_id}:{key}"
+
+
+__all__ = ["BatchOutput", "ContactBatchApplier", "RawMessage", "contact_doc_id"]

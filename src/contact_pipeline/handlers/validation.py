@@ -1,0 +1,144 @@
+"""Turn a decoded message into a validated, normalised contact command, or a list of problems."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from contact_pipeline.domain.commands import PAYLOAD_MODELS, Decoded, Envelope
+from contact_pipeline.domain.errors import FieldError
+from contact_pipeline.domain.normalize import (
+    email_key,
+    normalize_email,
+    normalize_phone,
+    normalize_timezone,
+    normalize_url,
+)
+from contact_pipeline.handlers.contacts import ContactCommand
+from contact_pipeline.schemas import CommandSchemas
+
+
+class InvalidCommand(Exception):
+    """A command failed its schema or a field failed normalisation; it is rejected."""
+
+    retriable = False
+
+    def __init__(self, code: str, message: str, errors: list[dict[str, Any]]) -> None:
+        self.code = code
+        self.message = message
+        self.errors = errors
+        super().__init__(message)
+
+
+def validate_command(decoded: Decoded, schemas: CommandSchemas) -> ContactCommand:
+    """Validate a decoded message against its schema and normalise its contact fields.
+
+    Raises :class:`InvalidCommand` listing every problem found, each with the
+    field path, the value and the reason.
+    """
+    problems = schemas.validate(decoded.message)
+    if problems:
+        errors = [{"field": p.field, "value": p.value, "reason": p.reason} for p in problems]
+        first = problems[0]
+        raise InvalidCommand(
+            "invalid_command",
+            f"command does not match its schema: {first.field}: {first.reason}",
+            errors,
+        )
+
+    try:
+        envelope = Envelope.model_validate(decoded.message)
+        payload = PAYLOAD_MODELS[envelope.type].model_validate(envelope.payload)
+    except ValidationError as exc:
+        # The JSON Schema and the models agree (a unit test checks it), so this
+        # only happens when they drift apart.
+        errors = [
+            {"field": ".".join(map(str, err["loc"])), "value": None, "reason": err["msg"]}
+            for err in exc.errors()
+        ]
+        raise InvalidCommand("invalid_command", "command failed model validation", errors) from exc
+
+    if envelope.type == "contact.update":
+        fields = envelope.payload["changes"]
+        prefix = "payload.changes."
+    elif envelope.type == "contact.create":
+        fields = {
+            key: value
+            for key, value in envelope.payload.items()
+            if key not in ("contactId", "ifExists")
+        }
+        prefix = "payload."
+    else:
+        fields = {}
+        prefix = "payload."
+
+    normalised, key, errors = normalise_fields(fields, prefix)
+    if errors:
+        first = errors[0]
+        raise InvalidCommand(
+            "invalid_value",
+            f"{first.field}: {first.reason}",
+            [error.to_dict() for error in errors],
+        )
+
+    return ContactCommand(
+        envelope=envelope,
+        contact_id=payload.contact_id,  # type: ignore[attr-defined]
+        fields=normalised,
+        email_key=key,
+        expected_version=getattr(payload, "expected_version", None),
+        if_exists=getattr(payload, "if_exists", "reject"),
+    )
+
+
+def normalise_fields(
+    fields: dict[str, Any], prefix: str = ""
+) -> tuple[dict[str, Any], str | None, list[FieldError]]:
+    """Normalise e-mail, phone, time zone and profile URLs; collect every invalid value.
+
+    Returns the normalised copy, the e-mail uniqueness key (if an e-mail is
+    present) and the errors, whose field paths start with ``prefix``.
+    """
+    result = dict(fields)
+    errors: list[FieldError] = []
+    key: str | None = None
+
+    if isinstance(result.get("email"), str):
+        try:
+            result["email"] = normalize_email(result["email"], field=f"{prefix}email")
+            key = email_key(result["email"])
+        except FieldError as exc:
+            errors.append(exc)
+
+    if isinstance(result.get("phone"), str):
+        phone = result["phone"].strip()
+        try:
+            result["phone"] = normalize_phone(phone, field=f"{prefix}phone") if phone else None
+        except FieldError as exc:
+            errors.append(exc)
+
+    preferences = result.get("preferences")
+    if isinstance(preferences, dict) and isinstance(preferences.get("timezone"), str):
+        preferences = dict(preferences)
+        try:
+            preferences["timezone"] = normalize_timezone(
+                preferences["timezone"], field=f"{prefix}preferences.timezone"
+            )
+        except FieldError as exc:
+            errors.append(exc)
+        result["preferences"] = preferences
+
+    profiles = result.get("socialProfiles")
+    if isinstance(profiles, dict):
+        profiles = dict(profiles)
+        for name, url in profiles.items():
+            if not isinstance(url, str):
+                continue
+            try:
+                profiles[name] = normalize_url(url, field=f"{prefix}socialProfiles.{name}")
+            except FieldError as exc:
+                errors.append(exc)
+        result["socialProfiles"] = profiles
+
+    return result, key, errors

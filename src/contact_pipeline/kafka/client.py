@@ -1,0 +1,148 @@
+"""Producing commands and reading their results with aiokafka, for the CLI and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from contact_pipeline import codec
+
+logger = logging.getLogger(__name__)
+
+
+def command_key(command: dict[str, Any]) -> bytes:
+    """Return the partition key of a command: ``<tenantId>:<contactId>``.
+
+    Every command about one contact shares it, so they apply in order.
+    """
+    payload = command.get("payload") if isinstance(command.get("payload"), dict) else {}
+    return f"{command.get('tenantId')}:{payload.get('contactId')}".encode()
+
+
+async def topic_partitions(
+    bootstrap_servers: str, topic: str, timeout: float = 15.0
+) -> list[TopicPartition]:
+    """Return the partitions of a topic, waiting briefly for a just-created topic to appear."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            described = await admin.describe_topics([topic])
+            partitions = [entry["partition"] for entry in described[0].get("partitions", [])]
+            if partitions and described[0].get("error_code", 0) == 0:
+                return [TopicPartition(topic, partition) for partition in sorted(partitions)]
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"topic {topic} not found on {bootstrap_servers}; "
+                    "create the topics with `contact-pipeline topics apply`"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+class ResultCollector:
+    """Reads the results topic from its current end, collecting results of chosen commands.
+
+    Start it before producing the commands, so no result is missed.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.topic = topic
+        self.bootstrap_servers = bootstrap_servers
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+        )
+        self.results: dict[str, dict[str, Any]] = {}
+
+    async def start(self) -> None:
+        """Connect and position at the end of every partition of the results topic."""
+        assigned = await topic_partitions(self.bootstrap_servers, self.topic)
+        await self.consumer.start()
+        self.consumer.assign(assigned)
+        await self.consumer.seek_to_end(*assigned)
+        # Resolve the end offsets now: a lazy seek would happen after the results arrive.
+        for partition in assigned:
+            await self.consumer.position(partition)
+
+    async def wait_for(
+        self,
+        command_ids: set[str],
+        timeout: float,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Collect results until every command id has one or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        missing = set(command_ids) - set(self.results)
+        while missing and time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    result = json.loads(record.value)
+                    command_id = result.get("commandId")
+                    if command_id in missing:
+                        missing.discard(command_id)
+                        self.results[command_id] = result
+                        if on_result:
+                            on_result(result)
+        return {cid: self.results[cid] for cid in command_ids if cid in self.results}
+
+    async def stop(self) -> None:
+        """Close the consumer."""
+        await self.consumer.stop()
+
+
+async def produce_commands(
+    bootstrap_servers: str,
+    topic: str,
+    commands: Iterable[dict[str, Any]],
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Send commands keyed by tenant and contact; return how many the broker acknowledged."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    sent = 0
+    try:
+        futures: list[asyncio.Future[Any]] = []
+        for command in commands:
+            futures.append(
+                await producer.send(topic, key=command_key(command), value=codec.dumps(command))
+            )
+            if len(futures) >= 1000:
+                await asyncio.gather(*futures)
+                sent += len(futures)
+                futures.clear()
+                if on_sent:
+                    on_sent(sent)
+        await asyncio.gather(*futures)
+        sent += len(futures)
+        if on_sent:
+            on_sent(sent)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def produce_raw(bootstrap_servers: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Send raw ``(key, value)`` records as they are; used to feed malformed input."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, key=key, value=value)
+    finally:
+        await producer.stop()

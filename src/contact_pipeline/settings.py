@@ -1,0 +1,63 @@
+"""Runtime configuration, read from the environment in this module only."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Connection settings and tuning knobs of the worker and the CLI.
+
+    Kafka and MongoDB settings use the names those ecosystems use
+    (``KAFKA_BOOTSTRAP_SERVERS``, ``MONGODB_URI``); the rest are prefixed
+    ``CONTACT_PIPELINE_``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CONTACT_PIPELINE_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    mongodb_uri: SecretStr = Field(
+        default=SecretStr("mongodb://127.0.0.1:27017/"), validation_alias="MONGODB_URI"
+    )
+    mongodb_database: str = "contact_pipeline"
+
+    app_id: str = "contact-pipeline"
+    """Faust application id: the Kafka consumer group and the prefix of its internal topics."""
+
+    topic_prefix: str = ""
+    """Prepended to every topic name in topics.yaml, so tests and tenants of one cluster can
+    keep apart."""
+
+    topics_file: Path = REPOSITORY_ROOT / "topics.yaml"
+    schemas_dir: Path = REPOSITORY_ROOT / "schemas"
+
+    batch_max_messages: int = 500
+    """Maximum commands applied in one bulk write."""
+
+    batch_max_wait_seconds: float = 0.2
+    """How long the worker waits to fill a batch before applying what it has."""
+
+    store_retry_max_seconds: float = 300.0
+    """How long a batch is retried while the document store fails before the worker stops."""
+
+    web_enabled: bool = True
+    """Serve the worker's HTTP endpoint; tests that run several workers turn it off."""
+
+    web_port: int = 6066
+    """Port of the worker's HTTP endpoint (Faust web, Prometheus metrics at /metrics)."""
+
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()
