@@ -169,16 +169,18 @@ def import_csv(
         _fail(f"--tenant {tenant!r} is invalid: use letters, digits, '-' and '_'")
     try:
         plan = _plan_import(file, tenant, format, map or [], import_id)
-    except (csv_import.CsvEncodingError, csv_import.CsvFormatError, ValueError) as exc:
+    except (csv_import.CsvImportError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(
         f"import {plan['import_id']}: {plan['rows']} rows, format {plan['format']}, "
-        f"{len(plan['commands'])} commands, {len(plan['problems'])} rows skipped"
+        f"{len(plan['commands'])} commands, {plan['skipped']} rows skipped"
     )
     for column in plan["ignored_columns"]:
         typer.echo(f"  column not imported: {column}")
     for problem in plan["problems"]:
         typer.echo(f"  row {problem.row}: {problem.column} {problem.value!r}: {problem.reason}")
+    if plan["problems"]:
+        typer.echo(f"  {len(plan['problems'])} problems in the file; rows without e-mail were skipped")
 
     outcome = asyncio.run(_send_and_collect(plan["commands"], wait, timeout, label="rows"))
     if not wait:
@@ -194,8 +196,7 @@ def _plan_import(
 ) -> dict[str, Any]:
     from contact_pipeline.importer import csv_import
 
-    rows = list(csv_import.read_rows(file))
-    headers = list(rows[0].values) if rows else []
+    headers = csv_import.read_header(file)
     chosen = csv_import.detect_format(headers) if format == "auto" else format
     if chosen not in csv_import.MAPPINGS:
         known = ", ".join(csv_import.MAPPINGS)
@@ -203,29 +204,33 @@ def _plan_import(
             f"--format {format!r}: no preset matches the columns of {file.name}; "
             f"choose one of {known} and adjust columns with --map"
         )
-    mapping = dict(csv_import.MAPPINGS[chosen])
-    mapping.update(csv_import.parse_mapping_overrides(overrides))
+    override_map = csv_import.parse_mapping_overrides(overrides)
+    unknown = csv_import.missing_columns(headers, override_map)
+    if unknown:
+        raise ValueError(f"--map names columns that {file.name} does not have: {', '.join(unknown)}")
+    mapping = {**csv_import.MAPPINGS[chosen], **override_map}
     digest = hashlib.sha256(file.read_bytes() + tenant.encode()).hexdigest()[:12]
     chosen_id = import_id or f"{file.stem[:40]}-{digest}"
 
     commands: list[dict[str, Any]] = []
     problems: list[Any] = []
-    for row in rows:
+    rows = 0
+    for row in csv_import.read_rows(file):
+        rows += 1
         fields, row_problems = csv_import.row_to_fields(row, mapping)
-        if any(problem.column for problem in row_problems if not fields.get("email")):
-            problems.extend(row_problems)
+        problems.extend(row_problems)
+        if "email" not in fields:
             continue
-        problems.extend(p for p in row_problems if not fields.get("email"))
         commands.append(
             csv_import.build_create_command(
                 fields, tenant_id=tenant, row_number=row.number, import_id=chosen_id,
                 source_name=file.name,
             )
         )
-    ignored = sorted({h for h in headers if not mapping.get(h)})
     return {
-        "import_id": chosen_id, "format": chosen, "rows": len(rows), "commands": commands,
-        "problems": problems, "ignored_columns": ignored, "tenant": tenant,
+        "import_id": chosen_id, "format": chosen, "rows": rows, "commands": commands,
+        "problems": problems, "skipped": rows - len(commands),
+        "ignored_columns": csv_import.ignored_columns(headers, mapping), "tenant": tenant,
     }
 
 

@@ -211,28 +211,40 @@ class ContactBatchApplier:
             id(write): _claim_id(item.command, write.claim_email_key)  # type: ignore[arg-type]
             for item, write in claiming
         }
-        claims = await self.store.load_email_claims(claim_ids.values())
-        owner_docs = await self.store.load_contacts(claim["owner"] for claim in claims.values())
 
+        # Insert claims first: in the usual case no one holds the address, and the
+        # insert both checks and claims it in one round trip.
         blocked: set[int] = set()
-        to_insert: list[tuple[str, str]] = []
-        inserting: list[_Pending] = []
+        first_claims: list[tuple[str, str]] = []
+        inserting: list[tuple[_Pending, Write]] = []
+        contested: list[tuple[_Pending, Write]] = []
         for item, write in claiming:
             claim_id = claim_ids[id(write)]
-            doc_id = write.document["_id"]
+            if claim_id in (pair[0] for pair in first_claims):
+                # Another contact in this wave claims the same address first; the
+                # next wave sees its claim and decides.
+                blocked.add(id(write))
+                retry.append(item)
+                continue
+            first_claims.append((claim_id, write.document["_id"]))
+            inserting.append((item, write))
+        for index in await self.store.claim_email_keys(first_claims, now):
+            contested.append(inserting[index])
+        if not contested:
+            return [(item, write) for item, write in writes if id(write) not in blocked]
+
+        claims = await self.store.load_email_claims(claim_ids[id(w)] for _, w in contested)
+        owner_docs = await self.store.load_contacts(claim["owner"] for claim in claims.values())
+        for item, write in contested:
+            claim_id = claim_ids[id(write)]
             claim = claims.get(claim_id)
             if claim is None:
-                if claim_id in (pair[0] for pair in to_insert):
-                    # Another contact in this wave claims the same address first;
-                    # the next wave sees its claim and decides.
-                    blocked.add(id(write))
-                    retry.append(item)
-                    continue
-                to_insert.append((claim_id, doc_id))
-                inserting.append(item)
+                # Released between our insert and our read: try again.
+                blocked.add(id(write))
+                retry.append(item)
                 continue
             owner = claim["owner"]
-            if owner == doc_id:
+            if owner == write.document["_id"]:
                 continue
             owner_doc = owner_docs.get(owner)
             if _claim_is_held(claim, owner_doc, write.claim_email_key, now):
@@ -243,16 +255,9 @@ class ContactBatchApplier:
                 else:
                     self._email_taken(item, owner_doc, outcomes, retry)
                 continue
-            if not await self.store.take_over_email_key(claim_id, owner, doc_id, now):
+            if not await self.store.take_over_email_key(claim_id, owner, write.document["_id"], now):
                 blocked.add(id(write))
                 retry.append(item)
-
-        lost = await self.store.claim_email_keys(to_insert, now)
-        for index in lost:
-            item = inserting[index]
-            write = next(w for i, w in claiming if i is item)
-            blocked.add(id(write))
-            retry.append(item)
         return [(item, write) for item, write in writes if id(write) not in blocked]
 
     def _email_taken(

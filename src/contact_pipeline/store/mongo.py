@@ -10,6 +10,7 @@ guarded by the document version instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -24,13 +25,20 @@ from contact_pipeline.domain.errors import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+FERRETDB_LOOKUP_CONCURRENCY = 32
+FERRETDB_UPDATE_CHUNK = 25
+"""Updates per command on FerretDB. FerretDB 1.24 (SQLite) keeps one pooled SQLite
+connection open per update until the command ends, from a pool of 100 per database,
+so a command with about 100 updates waits for itself forever and stalls the server."""
 
 
 class Store:
     """The collections of one contact-pipeline database."""
 
-    def __init__(self, client: AsyncMongoClient, database: str) -> None:
+    def __init__(self, client: AsyncMongoClient, database: str, *, ferretdb: bool = False) -> None:
         self.client = client
+        self.ferretdb = ferretdb
+        """True on FerretDB, where only a find by exactly ``{_id: value}`` uses an index."""
         self.db: AsyncDatabase = client[database]
         self.contacts = self.db["contacts"]
         self.email_keys = self.db["email_keys"]
@@ -50,7 +58,8 @@ class Store:
                 f"document store at {_redact(uri)} is not reachable: {exc}; "
                 "check MONGODB_URI or start the local servers with `contact-pipeline dev up`"
             ) from exc
-        return cls(client, database)
+        build_info = await client.admin.command("buildInfo")
+        return cls(client, database, ferretdb="ferretdbVersion" in build_info)
 
     async def close(self) -> None:
         """Close the client's connections."""
@@ -66,30 +75,15 @@ class Store:
 
     async def load_contacts(self, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Return the stored contacts with these document ids, by id."""
-        ids = list(set(doc_ids))
-        if not ids:
-            return {}
-        cursor = self.contacts.find({"_id": {"$in": ids}})
-        docs = await self._guard(cursor.to_list(None))
-        return {doc["_id"]: doc for doc in docs}
+        return await self._find_by_ids(self.contacts, doc_ids)
 
     async def load_results(self, result_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Return stored command outcomes by ``<tenant>:<commandId>``."""
-        ids = list(set(result_ids))
-        if not ids:
-            return {}
-        cursor = self.command_results.find({"_id": {"$in": ids}})
-        docs = await self._guard(cursor.to_list(None))
-        return {doc["_id"]: doc for doc in docs}
+        return await self._find_by_ids(self.command_results, result_ids)
 
     async def load_email_claims(self, claim_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Return the claim documents (owner, claimedAt) of e-mail keys, by claim id."""
-        ids = list(set(claim_ids))
-        if not ids:
-            return {}
-        cursor = self.email_keys.find({"_id": {"$in": ids}})
-        docs = await self._guard(cursor.to_list(None))
-        return {doc["_id"]: doc for doc in docs}
+        return await self._find_by_ids(self.email_keys, claim_ids)
 
     async def claim_email_keys(self, claims: list[tuple[str, str]], now: datetime) -> set[int]:
         """Insert ``(claim id, owner)`` pairs; return the indexes of claims another writer holds."""
@@ -132,11 +126,26 @@ class Store:
         """
         if not writes:
             return set()
-        operations = [
-            ReplaceOne({"_id": doc["_id"], "version": previous}, doc) for doc, previous in writes
-        ]
-        result = await self._guard(self.contacts.bulk_write(operations, ordered=False))
-        if result.matched_count == len(writes):
+        if self.ferretdb:
+            # NOTE: FerretDB 1.24 uses its _id index only for a filter of exactly
+            # {_id: value}; with the version added, every write scans the collection and
+            # 500 of them stall the server. Partition ownership still gives each contact
+            # one writer, but two workers overlapping in a rebalance could overwrite each
+            # other here, which the version filter prevents on MongoDB.
+            operations = [ReplaceOne({"_id": doc["_id"]}, doc) for doc, _ in writes]
+        else:
+            operations = [
+                ReplaceOne({"_id": doc["_id"], "version": previous}, doc)
+                for doc, previous in writes
+            ]
+        matched = 0
+        chunk = FERRETDB_UPDATE_CHUNK if self.ferretdb else len(operations)
+        for start in range(0, len(operations), chunk):
+            result = await self._guard(
+                self.contacts.bulk_write(operations[start : start + chunk], ordered=False)
+            )
+            matched += result.matched_count
+        if matched == len(writes):
             return set()
         stored = await self.load_contacts(doc["_id"] for doc, _ in writes)
         return {
@@ -149,6 +158,27 @@ class Store:
         """Store command outcomes; an outcome stored before is kept as it was."""
         if documents:
             await self._insert_unordered(self.command_results, documents)
+
+    async def _find_by_ids(self, collection: Any, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        unique = list(set(ids))
+        if not unique:
+            return {}
+        if not self.ferretdb:
+            cursor = collection.find({"_id": {"$in": unique}})
+            docs = await self._guard(cursor.to_list(None))
+            return {doc["_id"]: doc for doc in docs}
+
+        # NOTE: FerretDB 1.24 (SQLite) evaluates $in by reading the whole collection,
+        # but pushes a filter of exactly {_id: value} down to its index, so many
+        # concurrent point lookups beat one $in query once a collection grows.
+        limit = asyncio.Semaphore(FERRETDB_LOOKUP_CONCURRENCY)
+
+        async def find_one(doc_id: str) -> dict[str, Any] | None:
+            async with limit:
+                return await collection.find_one({"_id": doc_id})
+
+        found = await self._guard(asyncio.gather(*(find_one(doc_id) for doc_id in unique)))
+        return {doc["_id"]: doc for doc in found if doc is not None}
 
     async def _insert_unordered(self, collection: Any, documents: list[dict[str, Any]]) -> list[int]:
         try:
