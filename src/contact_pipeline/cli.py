@@ -28,6 +28,9 @@ app.add_typer(dev_app, name="dev")
 
 logger = logging.getLogger("contact_pipeline.cli")
 
+IDLE_TIMEOUT_SECONDS = 60.0
+"""Stop waiting for results when none arrived for this long: the worker is likely not running."""
+
 
 def _setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(
@@ -119,7 +122,11 @@ def send(
     for result in outcome["results"].values():
         typer.echo(json.dumps(result, ensure_ascii=False))
     if wait and outcome["missing"]:
-        _fail(f"{len(outcome['missing'])} results did not arrive within {timeout:g} s; is a worker running?")
+        _fail(
+            f"{len(outcome['missing'])} results did not arrive (no progress for "
+            f"{IDLE_TIMEOUT_SECONDS:g} s or more than {timeout:g} s in all); is a worker running? "
+            "Start one with `contact-pipeline worker`; the commands stay on the topic"
+        )
 
 
 async def _send_and_collect(
@@ -145,7 +152,9 @@ async def _send_and_collect(
         ids = {str(command.get("commandId")) for command in commands}
         with tqdm(total=len(ids), desc="waiting for results", unit="cmd", file=sys.stderr,
                   disable=len(ids) < 1000) as bar:
-            results = await collector.wait_for(ids, timeout, on_result=lambda _: bar.update(1))
+            results = await collector.wait_for(
+                ids, timeout, on_result=lambda _: bar.update(1), idle_timeout=IDLE_TIMEOUT_SECONDS
+            )
         return {"results": results, "missing": sorted(ids - set(results))}
     finally:
         if collector:
@@ -159,6 +168,7 @@ def import_csv(
     format: Annotated[str, typer.Option(help="Column mapping preset: auto, mailchimp or hubspot.")] = "auto",
     map: Annotated[list[str] | None, typer.Option("--map", help='Override one column mapping, "Column=field.path"; "Column=" ignores the column.')] = None,
     import_id: Annotated[str | None, typer.Option(help="Id of this import; the default derives it from tenant and file content, so re-running the same file applies nothing twice.")] = None,
+    phone_region: Annotated[str | None, typer.Option(help="Two-letter country code (ISO 3166) for phone numbers written without a country code, such as US or DE.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the worker's results and report rejected rows.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 300.0,
 ) -> None:
@@ -168,7 +178,7 @@ def import_csv(
     if not tenant.replace("-", "").replace("_", "").isalnum():
         _fail(f"--tenant {tenant!r} is invalid: use letters, digits, '-' and '_'")
     try:
-        plan = _plan_import(file, tenant, format, map or [], import_id)
+        plan = _plan_import(file, tenant, format, map or [], import_id, phone_region)
     except (csv_import.CsvImportError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(
@@ -188,13 +198,32 @@ def import_csv(
         return
     _print_import_report(plan, outcome)
     if outcome["missing"]:
-        _fail(f"{len(outcome['missing'])} results did not arrive within {timeout:g} s; is a worker running?")
+        _fail(
+            f"{len(outcome['missing'])} results did not arrive (no progress for "
+            f"{IDLE_TIMEOUT_SECONDS:g} s or more than {timeout:g} s in all); is a worker running? "
+            "Start one with `contact-pipeline worker`; the commands stay on the topic"
+        )
 
 
 def _plan_import(
-    file: Path, tenant: str, format: str, overrides: list[str], import_id: str | None
+    file: Path,
+    tenant: str,
+    format: str,
+    overrides: list[str],
+    import_id: str | None,
+    phone_region: str | None = None,
 ) -> dict[str, Any]:
+    from contact_pipeline.domain.errors import FieldError
+    from contact_pipeline.domain.normalize import normalize_phone
     from contact_pipeline.importer import csv_import
+
+    import phonenumbers
+
+    if phone_region is not None and phone_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"--phone-region {phone_region!r} is not a known region: use a two-letter "
+            "country code (ISO 3166-1 alpha-2) such as US, DE or FR"
+        )
 
     headers = csv_import.read_header(file)
     chosen = csv_import.detect_format(headers) if format == "auto" else format
@@ -221,6 +250,13 @@ def _plan_import(
         problems.extend(row_problems)
         if "email" not in fields:
             continue
+        if phone_region and isinstance(fields.get("phone"), str):
+            # The worker has no region to assume, so numbers are completed here; one that
+            # still does not parse goes as it is and comes back rejected with the reason.
+            try:
+                fields["phone"] = normalize_phone(fields["phone"], default_region=phone_region.upper())
+            except FieldError:
+                pass
         commands.append(
             csv_import.build_create_command(
                 fields, tenant_id=tenant, row_number=row.number, import_id=chosen_id,
@@ -367,7 +403,7 @@ def demo(
             started = time.monotonic()
             plan = _plan_import(path, tenant, "auto", [], None)
             import_csv(path, tenant=tenant, format="auto", map=None, import_id=plan["import_id"],
-                       wait=True, timeout=300.0)
+                       phone_region=None, wait=True, timeout=300.0)
             typer.echo(f"   took {time.monotonic() - started:.1f} s")
             import_ids.append(plan["import_id"])
         typer.echo("== summary (read back from the store)")

@@ -78,17 +78,26 @@ class ResultCollector:
         command_ids: set[str],
         timeout: float,
         on_result: Callable[[dict[str, Any]], None] | None = None,
+        idle_timeout: float | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Collect results until every command id has one or the timeout passes."""
+        """Collect results until every command id has one or a timeout passes.
+
+        ``idle_timeout`` ends the wait early when no awaited result arrived for that
+        many seconds, which is what a stopped worker looks like.
+        """
         deadline = time.monotonic() + timeout
+        last_progress = time.monotonic()
         missing = set(command_ids) - set(self.results)
         while missing and time.monotonic() < deadline:
+            if idle_timeout is not None and time.monotonic() - last_progress > idle_timeout:
+                break
             batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batches.values():
                 for record in records:
                     result = json.loads(record.value)
                     command_id = result.get("commandId")
                     if command_id in missing:
+                        last_progress = time.monotonic()
                         missing.discard(command_id)
                         self.results[command_id] = result
                         if on_result:
