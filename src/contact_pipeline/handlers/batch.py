@@ -9,6 +9,7 @@ contact's second command in a batch sees the result of its first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -89,8 +90,12 @@ class ContactBatchApplier:
             else:
                 decoded.append(item)
 
-        # Redelivered commands: republish the outcome stored the first time.
-        stored = await self.store.load_results(_result_id(d) for d in decoded)
+        # Redelivered commands: republish the outcome stored the first time. The
+        # contacts of the first wave load at the same time, to save a round of waiting.
+        stored, prefetched = await asyncio.gather(
+            self.store.load_results(_result_id(d) for d in decoded),
+            self.store.load_contacts(_doc_ids(decoded)),
+        )
         fresh: list[Decoded] = []
         seen: dict[str, Decoded] = {}
         repeats: list[Decoded] = []
@@ -116,7 +121,7 @@ class ContactBatchApplier:
                 continue
             pending.append(_Pending(item, command))
 
-        await self._apply_in_waves(pending, new_outcomes)
+        await self._apply_in_waves(pending, new_outcomes, prefetched)
 
         await self.store.save_results(list(new_outcomes.values()))
         for outcome in new_outcomes.values():
@@ -126,16 +131,21 @@ class ContactBatchApplier:
         return output
 
     async def _apply_in_waves(
-        self, pending: list[_Pending], outcomes: dict[str, dict[str, Any]]
+        self,
+        pending: list[_Pending],
+        outcomes: dict[str, dict[str, Any]],
+        prefetched: dict[str, dict[str, Any]],
     ) -> None:
         queues: dict[str, deque[_Pending]] = {}
         for item in pending:
             queues.setdefault(item.command.doc_id, deque()).append(item)
 
+        docs: dict[str, dict[str, Any]] | None = prefetched
         while queues:
             wave = [queue.popleft() for queue in queues.values()]
             queues = {doc_id: queue for doc_id, queue in queues.items() if queue}
-            retry = await self._apply_wave(wave, outcomes)
+            retry = await self._apply_wave(wave, outcomes, docs)
+            docs = None
             for item in retry:
                 item.attempts += 1
                 if item.attempts >= MAX_WRITE_ATTEMPTS:
@@ -149,11 +159,19 @@ class ContactBatchApplier:
                 queues.setdefault(item.command.doc_id, deque()).appendleft(item)
 
     async def _apply_wave(
-        self, wave: list[_Pending], outcomes: dict[str, dict[str, Any]]
+        self,
+        wave: list[_Pending],
+        outcomes: dict[str, dict[str, Any]],
+        docs: dict[str, dict[str, Any]] | None,
     ) -> list[_Pending]:
-        """Apply one command per contact; return the commands to retry in the next wave."""
+        """Apply one command per contact; return the commands to retry in the next wave.
+
+        ``docs`` holds the wave's contacts when they were loaded ahead; otherwise they
+        are loaded here.
+        """
         now = self.clock()
-        docs = await self.store.load_contacts(item.command.doc_id for item in wave)
+        if docs is None:
+            docs = await self.store.load_contacts(item.command.doc_id for item in wave)
 
         writes: list[tuple[_Pending, Write]] = []
         for item in wave:
@@ -415,6 +433,16 @@ def _applied_message(write: Write) -> str:
     if write.ignored_fields:
         return f"command applied; kept {', '.join(write.ignored_fields)} because the contact unsubscribed"
     return f"contact {write.code}"
+
+
+def _doc_ids(decoded: list[Decoded]) -> set[str]:
+    """Return the contact document ids that the messages name, as far as they can be read."""
+    ids = set()
+    for item in decoded:
+        payload = item.message.get("payload")
+        if isinstance(payload, dict) and isinstance(payload.get("contactId"), str):
+            ids.add(contact_doc_id(item.tenant_id, payload["contactId"]))
+    return ids
 
 
 def _result_id(decoded: Decoded) -> str:
