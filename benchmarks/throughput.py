@@ -27,11 +27,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient, InsertOne, ReplaceOne
+from tests.factories import command
 
 from contact_pipeline.kafka import topics as topic_names
 from contact_pipeline.kafka.client import ResultCollector, produce_commands, topic_partitions
 from contact_pipeline.store.mongo import FERRETDB_UPDATE_CHUNK
-from tests.factories import command
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DOC = ROOT / "docs" / "benchmarks.md"
@@ -64,15 +64,24 @@ def build_commands(count: int, tenant: str) -> list[dict[str, Any]]:
         commands.append(
             command(
                 "contact.update",
-                {"contactId": contact_ids[i % creates], "changes": {"title": f"Title {i}", "customFields": {"score": i}}},
+                {
+                    "contactId": contact_ids[i % creates],
+                    "changes": {"title": f"Title {i}", "customFields": {"score": i}},
+                },
                 tenant=tenant,
             )
         )
     return commands
 
 
-async def wait_for_worker(collector: ResultCollector, bootstrap: str, topic: str, tenant: str) -> None:
-    probe = command("contact.create", {"contactId": "probe", "email": "probe@example.com"}, tenant=f"{tenant}-probe")
+async def wait_for_worker(
+    collector: ResultCollector, bootstrap: str, topic: str, tenant: str
+) -> None:
+    probe = command(
+        "contact.create",
+        {"contactId": "probe", "email": "probe@example.com"},
+        tenant=f"{tenant}-probe",
+    )
     await produce_commands(bootstrap, topic, [probe])
     results = await collector.wait_for({probe["commandId"]}, timeout=180)
     if not results:
@@ -89,15 +98,27 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-async def measure_worker(args: argparse.Namespace, env: dict[str, str], prefix: str, commands: list[dict[str, Any]]) -> dict[str, Any]:
+async def measure_worker(
+    args: argparse.Namespace, env: dict[str, str], prefix: str, commands: list[dict[str, Any]]
+) -> dict[str, Any]:
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
     command_topic = topic_names.topic_name(topic_names.COMMANDS, prefix)
     log_path = ROOT / ".local" / "run" / "bench-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "contact_pipeline.cli", "worker", "--log-level", os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING")],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "contact_pipeline.cli",
+                "worker",
+                "--log-level",
+                os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
         )
     collector = ResultCollector(bootstrap, topic_names.topic_name(topic_names.RESULTS, prefix))
     await collector.start()
@@ -128,7 +149,12 @@ async def measure_worker(args: argparse.Namespace, env: dict[str, str], prefix: 
 
 async def measure_consume(bootstrap: str, topic: str, expected: int) -> dict[str, Any]:
     partitions = await topic_partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -144,7 +170,9 @@ async def measure_consume(bootstrap: str, topic: str, expected: int) -> dict[str
     return {"seconds": elapsed, "rate": count / elapsed, "records": count}
 
 
-async def measure_store(mongodb_uri: str, database: str, commands: list[dict[str, Any]]) -> dict[str, Any]:
+async def measure_store(
+    mongodb_uri: str, database: str, commands: list[dict[str, Any]]
+) -> dict[str, Any]:
     client: AsyncMongoClient = AsyncMongoClient(mongodb_uri, tz_aware=True)
     collection = client[database]["contacts_raw"]
     build_info = await client.admin.command("buildInfo")
@@ -161,7 +189,13 @@ async def measure_store(mongodb_uri: str, database: str, commands: list[dict[str
             version = versions.get(doc_id, 0) + 1
             versions[doc_id] = version
             fields = payload.get("changes", payload)
-            document = {"_id": doc_id, "tenantId": message["tenantId"], "version": version, "updatedAt": now, **fields}
+            document = {
+                "_id": doc_id,
+                "tenantId": message["tenantId"],
+                "version": version,
+                "updatedAt": now,
+                **fields,
+            }
             if version == 1:
                 inserts.append(InsertOne(document))
             else:
@@ -172,12 +206,22 @@ async def measure_store(mongodb_uri: str, database: str, commands: list[dict[str
             await collection.bulk_write(replaces[part : part + chunk], ordered=False)
     elapsed = time.perf_counter() - started
     await client.close()
-    server = f"FerretDB {build_info.get('ferretdbVersion', '')}".strip() if ferretdb else f"MongoDB {build_info.get('version')}"
+    server = (
+        f"FerretDB {build_info.get('ferretdbVersion', '')}".strip()
+        if ferretdb
+        else f"MongoDB {build_info.get('version')}"
+    )
     return {"seconds": elapsed, "rate": len(commands) / elapsed, "server": server}
 
 
-def write_report(args: argparse.Namespace, worker: dict[str, Any], consume: dict[str, Any], store: dict[str, Any]) -> str:
+def write_report(
+    args: argparse.Namespace, worker: dict[str, Any], consume: dict[str, Any], store: dict[str, Any]
+) -> str:
     ceiling = min(consume["rate"], store["rate"])
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    creates = int(args.count * 0.6)
+    batch_size = os.environ.get("CONTACT_PIPELINE_BATCH_MAX_MESSAGES", "500")
+    consume_rate, consume_seconds = f"{consume['rate']:,.0f}", f"{consume['seconds']:.1f}"
     ratio = worker["rate"] / ceiling
     rss = f"{worker['peak_rss_mib']:.0f} MiB" if worker["peak_rss_mib"] else "n/a"
     outcomes = ", ".join(f"{code} {count}" for code, count in sorted(worker["outcomes"].items()))
@@ -185,21 +229,23 @@ def write_report(args: argparse.Namespace, worker: dict[str, Any], consume: dict
 ## Contact commands, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
 
 Command: `make bench` (`python -m benchmarks.throughput --count {args.count}`), one worker,
-batches of up to {os.environ.get('CONTACT_PIPELINE_BATCH_MAX_MESSAGES', '500')} messages, 12 partitions.
-Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; Kafka and the
-store run on the same machine. Store: {store['server']} (SQLite backend for FerretDB).
-Commands: {int(args.count * 0.6)} contact.create, then {args.count - int(args.count * 0.6)} contact.update.
+batches of up to {batch_size} messages, 12 partitions.
+Machine: {machine}; Kafka and the store run on the same machine.
+Store: {store["server"]} (SQLite backend for FerretDB).
+Commands: {creates} contact.create, then {args.count - creates} contact.update.
 
 | measurement | commands/s | seconds |
 |---|---:|---:|
-| worker, end to end (produce to last result) | {worker['rate']:,.0f} | {worker['seconds']:.1f} |
-| ceiling: raw aiokafka consume of the same topic | {consume['rate']:,.0f} | {consume['seconds']:.1f} |
-| ceiling: raw bulk writes of the same documents | {store['rate']:,.0f} | {store['seconds']:.1f} |
+| worker, end to end (produce to last result) | {worker["rate"]:,.0f} | {worker["seconds"]:.1f} |
+| ceiling: raw aiokafka consume of the same topic | {consume_rate} | {consume_seconds} |
+| ceiling: raw bulk writes of the same documents | {store["rate"]:,.0f} | {store["seconds"]:.1f} |
 
 Worker rate / lower ceiling: **{ratio:.2f}** (aim: at least 0.5). Worker peak RSS: {rss}.
-Outcomes: {outcomes} ({worker['completed']} of {args.count} results).
+Outcomes: {outcomes} ({worker["completed"]} of {args.count} results).
 """
-    header = "# Benchmarks\n\nEach run appends a section; numbers depend on the machine and on the store.\n"
+    header = (
+        "# Benchmarks\n\nEach run appends a section; numbers depend on the machine and the store.\n"
+    )
     existing = RESULTS_DOC.read_text(encoding="utf-8") if RESULTS_DOC.exists() else header
     RESULTS_DOC.write_text(existing.rstrip("\n") + "\n" + section, encoding="utf-8")
     return section
@@ -207,8 +253,12 @@ Outcomes: {outcomes} ({worker['completed']} of {args.count} results).
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=100_000, help="Commands to send (default 100000).")
-    parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait for the worker.")
+    parser.add_argument(
+        "--count", type=int, default=100_000, help="Commands to send (default 100000)."
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=3600, help="Seconds to wait for the worker."
+    )
     args = parser.parse_args()
 
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -238,7 +288,9 @@ async def main() -> None:
     print(f"worker: {args.count} commands ...", flush=True)
     worker = await measure_worker(args, env, prefix, commands)
     print(f"worker: {worker['rate']:,.0f} commands/s", flush=True)
-    consume = await measure_consume(kafka, topic_names.topic_name(topic_names.COMMANDS, prefix), args.count)
+    consume = await measure_consume(
+        kafka, topic_names.topic_name(topic_names.COMMANDS, prefix), args.count
+    )
     print(f"consume ceiling: {consume['rate']:,.0f} records/s", flush=True)
     store = await measure_store(mongo, database, commands)
     print(f"store ceiling: {store['rate']:,.0f} documents/s", flush=True)

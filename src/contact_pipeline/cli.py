@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,11 +19,18 @@ from tqdm import tqdm
 from contact_pipeline.kafka import topics as topic_names
 from contact_pipeline.settings import REPOSITORY_ROOT, get_settings
 
-app = typer.Typer(help="Contact-management pipeline: Kafka commands applied to a document store.",
-                  no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
-topics_app = typer.Typer(help="Create and check the Kafka topics of topics.yaml.", no_args_is_help=True)
-dev_app = typer.Typer(help="Local Kafka and FerretDB servers for development and tests.", no_args_is_help=True)
+app = typer.Typer(
+    help="Contact-management pipeline: Kafka commands applied to a document store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(
+    help="Create and check the Kafka topics of topics.yaml.", no_args_is_help=True
+)
+dev_app = typer.Typer(
+    help="Local Kafka and FerretDB servers for development and tests.", no_args_is_help=True
+)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dev_app, name="dev")
 
@@ -64,7 +72,9 @@ def worker(
 def topics_apply(
     replication_factor: Annotated[
         int | None,
-        typer.Option(help="Override the declared replication factor (1 for a single local broker)."),
+        typer.Option(
+            help="Override the declared replication factor (1 for a single local broker)."
+        ),
     ] = None,
 ) -> None:
     """Create missing topics; report existing topics whose settings differ from topics.yaml."""
@@ -102,7 +112,10 @@ def topics_list() -> None:
 
 @app.command()
 def send(
-    file: Annotated[Path, typer.Argument(help="JSON Lines file: one command per line.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(help="JSON Lines file: one command per line.", exists=True, dir_okay=False),
+    ],
     wait: Annotated[bool, typer.Option(help="Wait for each command's result and print it.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 60.0,
 ) -> None:
@@ -141,17 +154,29 @@ async def _send_and_collect(
     if collector:
         await collector.start()
     try:
-        with tqdm(total=len(commands), desc=f"sending {label}", unit="cmd", file=sys.stderr,
-                  disable=len(commands) < 1000) as bar:
+        with tqdm(
+            total=len(commands),
+            desc=f"sending {label}",
+            unit="cmd",
+            file=sys.stderr,
+            disable=len(commands) < 1000,
+        ) as bar:
             await produce_commands(
-                settings.kafka_bootstrap_servers, command_topic, commands,
+                settings.kafka_bootstrap_servers,
+                command_topic,
+                commands,
                 on_sent=lambda sent: bar.update(sent - bar.n),
             )
         if not collector:
             return {"results": {}, "missing": []}
         ids = {str(command.get("commandId")) for command in commands}
-        with tqdm(total=len(ids), desc="waiting for results", unit="cmd", file=sys.stderr,
-                  disable=len(ids) < 1000) as bar:
+        with tqdm(
+            total=len(ids),
+            desc="waiting for results",
+            unit="cmd",
+            file=sys.stderr,
+            disable=len(ids) < 1000,
+        ) as bar:
             results = await collector.wait_for(
                 ids, timeout, on_result=lambda _: bar.update(1), idle_timeout=IDLE_TIMEOUT_SECONDS
             )
@@ -163,16 +188,49 @@ async def _send_and_collect(
 
 @app.command("import")
 def import_csv(
-    file: Annotated[Path, typer.Argument(help="CSV export with a header row, UTF-8 with or without BOM.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV export with a header row, UTF-8 with or without BOM.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
     tenant: Annotated[str, typer.Option(help="Tenant id the contacts belong to.")],
-    format: Annotated[str, typer.Option(help="Column mapping preset: auto, mailchimp or hubspot.")] = "auto",
-    map: Annotated[list[str] | None, typer.Option("--map", help='Override one column mapping, "Column=field.path"; "Column=" ignores the column.')] = None,
-    import_id: Annotated[str | None, typer.Option(help="Id of this import; the default derives it from tenant and file content, so re-running the same file applies nothing twice.")] = None,
-    phone_region: Annotated[str | None, typer.Option(help="Two-letter country code (ISO 3166) for phone numbers written without a country code, such as US or DE.")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the worker's results and report rejected rows.")] = True,
+    format: Annotated[
+        str, typer.Option(help="Column mapping preset: auto, mailchimp or hubspot.")
+    ] = "auto",
+    map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help='Override one column mapping, "Column=field.path"; "Column=" ignores the column.',
+        ),
+    ] = None,
+    import_id: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Id of this import; the default derives it from tenant and file content, "
+                "so re-running the same file applies nothing twice."
+            )
+        ),
+    ] = None,
+    phone_region: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Two-letter country code (ISO 3166) for phone numbers written without "
+                "a country code, such as US or DE."
+            )
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for the worker's results and report rejected rows.")
+    ] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 300.0,
 ) -> None:
-    """Import a contact export: each row becomes a contact.create that merges into an existing contact."""
+    """Import a contact export; each row becomes a contact.create that merges into a match."""
     from contact_pipeline.importer import csv_import
 
     if not tenant.replace("-", "").replace("_", "").isalnum():
@@ -190,7 +248,9 @@ def import_csv(
     for problem in plan["problems"]:
         typer.echo(f"  row {problem.row}: {problem.column} {problem.value!r}: {problem.reason}")
     if plan["problems"]:
-        typer.echo(f"  {len(plan['problems'])} problems in the file; rows without e-mail were skipped")
+        typer.echo(
+            f"  {len(plan['problems'])} problems in the file; rows without e-mail were skipped"
+        )
 
     outcome = asyncio.run(_send_and_collect(plan["commands"], wait, timeout, label="rows"))
     if not wait:
@@ -213,11 +273,11 @@ def _plan_import(
     import_id: str | None,
     phone_region: str | None = None,
 ) -> dict[str, Any]:
+    import phonenumbers
+
     from contact_pipeline.domain.errors import FieldError
     from contact_pipeline.domain.normalize import normalize_phone
     from contact_pipeline.importer import csv_import
-
-    import phonenumbers
 
     if phone_region is not None and phone_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(
@@ -236,7 +296,9 @@ def _plan_import(
     override_map = csv_import.parse_mapping_overrides(overrides)
     unknown = csv_import.missing_columns(headers, override_map)
     if unknown:
-        raise ValueError(f"--map names columns that {file.name} does not have: {', '.join(unknown)}")
+        raise ValueError(
+            f"--map names columns that {file.name} does not have: {', '.join(unknown)}"
+        )
     mapping = {**csv_import.MAPPINGS[chosen], **override_map}
     digest = hashlib.sha256(file.read_bytes() + tenant.encode()).hexdigest()[:12]
     chosen_id = import_id or f"{file.stem[:40]}-{digest}"
@@ -253,20 +315,28 @@ def _plan_import(
         if phone_region and isinstance(fields.get("phone"), str):
             # The worker has no region to assume, so numbers are completed here; one that
             # still does not parse goes as it is and comes back rejected with the reason.
-            try:
-                fields["phone"] = normalize_phone(fields["phone"], default_region=phone_region.upper())
-            except FieldError:
-                pass
+            with contextlib.suppress(FieldError):
+                fields["phone"] = normalize_phone(
+                    fields["phone"], default_region=phone_region.upper()
+                )
         commands.append(
             csv_import.build_create_command(
-                fields, tenant_id=tenant, row_number=row.number, import_id=chosen_id,
+                fields,
+                tenant_id=tenant,
+                row_number=row.number,
+                import_id=chosen_id,
                 source_name=file.name,
             )
         )
     return {
-        "import_id": chosen_id, "format": chosen, "rows": rows, "commands": commands,
-        "problems": problems, "skipped": rows - len(commands),
-        "ignored_columns": csv_import.ignored_columns(headers, mapping), "tenant": tenant,
+        "import_id": chosen_id,
+        "format": chosen,
+        "rows": rows,
+        "commands": commands,
+        "problems": problems,
+        "skipped": rows - len(commands),
+        "ignored_columns": csv_import.ignored_columns(headers, mapping),
+        "tenant": tenant,
     }
 
 
@@ -288,15 +358,21 @@ def _print_import_report(plan: dict[str, Any], outcome: dict[str, Any]) -> None:
 def _rejection_line(result: dict[str, Any]) -> str:
     row = (result.get("meta") or {}).get("row", "?")
     errors = result.get("errors") or [{"field": "", "value": None, "reason": result["message"]}]
-    parts = [f"{e['field']} {e['value']!r}: {e['reason']}" if e["field"] else e["reason"] for e in errors]
+    parts = [
+        f"{e['field']} {e['value']!r}: {e['reason']}" if e["field"] else e["reason"] for e in errors
+    ]
     return f"  row {row} rejected ({result['code']}): " + "; ".join(parts)
 
 
 @app.command()
 def summary(
     tenant: Annotated[str, typer.Option(help="Tenant id.")],
-    import_id: Annotated[list[str] | None, typer.Option(help="Import id (correlation id); repeat for several.")] = None,
-    show_rejected: Annotated[int, typer.Option(help="How many rejected rows to list per import.")] = 20,
+    import_id: Annotated[
+        list[str] | None, typer.Option(help="Import id (correlation id); repeat for several.")
+    ] = None,
+    show_rejected: Annotated[
+        int, typer.Option(help="How many rejected rows to list per import.")
+    ] = 20,
 ) -> None:
     """Print what the store holds for a tenant, and the outcomes of its imports."""
     report = asyncio.run(_summary(tenant, import_id or []))
@@ -304,7 +380,11 @@ def summary(
     for correlation_id, data in report["imports"].items():
         codes = data["codes"]
         merged = codes.get("merged", 0) + codes.get("unchanged", 0)
-        rejected = sum(count for code, count in codes.items() if code not in ("created", "merged", "unchanged", "updated"))
+        rejected = sum(
+            count
+            for code, count in codes.items()
+            if code not in ("created", "merged", "unchanged", "updated")
+        )
         typer.echo(
             f"import {correlation_id}: {sum(codes.values())} rows processed, "
             f"{codes.get('created', 0)} created, {merged} duplicates merged, {rejected} rejected"
@@ -312,7 +392,9 @@ def summary(
         reasons: dict[str, int] = {}
         for result in data["rejected"]:
             for error in result.get("errors") or [{"field": "", "reason": result["code"]}]:
-                label = f"{error['field']}: {error['reason']}" if error["field"] else error["reason"]
+                label = (
+                    f"{error['field']}: {error['reason']}" if error["field"] else error["reason"]
+                )
                 reasons[label] = reasons.get(label, 0) + 1
         for label, count in sorted(reasons.items(), key=lambda item: -item[1]):
             typer.echo(f"    {count:5d} x {label}")
@@ -348,7 +430,9 @@ def dev_up() -> None:
 
 
 @dev_app.command("down")
-def dev_down(wipe: Annotated[bool, typer.Option(help="Also delete the servers' data.")] = False) -> None:
+def dev_down(
+    wipe: Annotated[bool, typer.Option(help="Also delete the servers' data.")] = False,
+) -> None:
     """Stop the local servers."""
     from contact_pipeline.dev import services
 
@@ -368,7 +452,10 @@ def dev_status() -> None:
 @app.command()
 def demo(
     tenant: Annotated[str, typer.Option(help="Tenant id for the example data.")] = "demo",
-    files: Annotated[list[Path] | None, typer.Option("--file", help="CSV files to import; default the two example exports.")] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option("--file", help="CSV files to import; default the two example exports."),
+    ] = None,
 ) -> None:
     """Run the main job on the example data: servers, topics, worker, imports, summary."""
     from contact_pipeline.dev import services
@@ -393,7 +480,9 @@ def demo(
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "contact_pipeline.cli", "worker"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
         )
     typer.echo(f"worker pid={process.pid}, log {log_path}")
     try:
@@ -402,8 +491,16 @@ def demo(
             typer.echo(f"== import {path.name}")
             started = time.monotonic()
             plan = _plan_import(path, tenant, "auto", [], None)
-            import_csv(path, tenant=tenant, format="auto", map=None, import_id=plan["import_id"],
-                       phone_region=None, wait=True, timeout=300.0)
+            import_csv(
+                path,
+                tenant=tenant,
+                format="auto",
+                map=None,
+                import_id=plan["import_id"],
+                phone_region=None,
+                wait=True,
+                timeout=300.0,
+            )
             typer.echo(f"   took {time.monotonic() - started:.1f} s")
             import_ids.append(plan["import_id"])
         typer.echo("== summary (read back from the store)")

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     web_enabled: bool = True
     """Serve the worker's HTTP endpoint; tests that run several workers turn it off."""
 
+    web_bind: str = "127.0.0.1"
+    """Address the worker's HTTP endpoint listens on; containers set 0.0.0.0."""
+
     web_port: int = 6066
     """Port of the worker's HTTP endpoint (Faust web, Prometheus metrics at /metrics)."""
 

@@ -79,14 +79,18 @@ class Pipeline:
         assert self.mongo is not None
         return self.mongo[self.database]
 
-    async def send(self, commands: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:
+    async def send(
+        self, commands: list[dict[str, Any]], timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
         """Produce commands and return their results in the same order."""
         assert self.collector is not None
         await produce_commands(self.servers.kafka, self.topic(topic_names.COMMANDS), commands)
         ids = {c["commandId"] for c in commands}
         results = await self.collector.wait_for(ids, timeout)
         missing = ids - set(results)
-        assert not missing, f"no result within {timeout} s for {sorted(missing)[:5]}; worker log {self.log_path}"
+        assert not missing, (
+            f"no result within {timeout} s for {sorted(missing)[:5]}; worker log {self.log_path}"
+        )
         return [results[c["commandId"]] for c in commands]
 
     async def send_one(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -103,8 +107,9 @@ class Pipeline:
 
     async def read_topic(self, base: str, timeout: float = 5.0) -> list[Any]:
         """Read every record of a topic from the beginning."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.servers.kafka, group_id=None,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.servers.kafka, group_id=None, enable_auto_commit=False
+        )
         partitions = await topic_partitions(self.servers.kafka, self.topic(base))
         await consumer.start()
         try:
@@ -137,7 +142,10 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
     log = log_path.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "contact_pipeline.cli", "worker"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -180,7 +188,11 @@ async def pipeline(pipeline_config: Pipeline) -> AsyncIterator[Pipeline]:
     config.collector = ResultCollector(config.servers.kafka, config.topic(topic_names.RESULTS))
     await config.collector.start()
     try:
-        probe = command("contact.create", create(new_id(), "probe@example.com"), tenant=f"probe-{uuid.uuid4().hex[:6]}")
+        probe = command(
+            "contact.create",
+            create(new_id(), "probe@example.com"),
+            tenant=f"probe-{uuid.uuid4().hex[:6]}",
+        )
         try:
             await config.send([probe], timeout=120)
         except AssertionError:

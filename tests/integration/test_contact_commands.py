@@ -12,12 +12,20 @@ from tests.factories import command, create, new_id
 async def test_create_update_delete(pipeline, tenant):
     contact_id = new_id()
     created = await pipeline.send_one(
-        command("contact.create", create(contact_id, " Anna@Example.COM ", firstName="Anna"), tenant=tenant)
+        command(
+            "contact.create",
+            create(contact_id, " Anna@Example.COM ", firstName="Anna"),
+            tenant=tenant,
+        )
     )
     updated = await pipeline.send_one(
-        command("contact.update", {"contactId": contact_id, "changes": {"title": "CTO"}}, tenant=tenant)
+        command(
+            "contact.update", {"contactId": contact_id, "changes": {"title": "CTO"}}, tenant=tenant
+        )
     )
-    deleted = await pipeline.send_one(command("contact.delete", {"contactId": contact_id}, tenant=tenant))
+    deleted = await pipeline.send_one(
+        command("contact.delete", {"contactId": contact_id}, tenant=tenant)
+    )
 
     assert created["outcome"] == "applied"
     assert created["code"] == "created"
@@ -38,7 +46,9 @@ async def test_same_command_twice_applies_once(pipeline, tenant):
     contact_id = new_id()
     message = command("contact.create", create(contact_id, "bo@example.com"), tenant=tenant)
     first = await pipeline.send_one(message)
-    update = command("contact.update", {"contactId": contact_id, "changes": {"company": "Acme"}}, tenant=tenant)
+    update = command(
+        "contact.update", {"contactId": contact_id, "changes": {"company": "Acme"}}, tenant=tenant
+    )
     await pipeline.send_one(update)
     again = await pipeline.send_again(update)
     create_again = await pipeline.send_again(message)
@@ -54,10 +64,12 @@ async def test_same_command_twice_applies_once(pipeline, tenant):
 
 async def test_email_letter_case_variants_stay_one_contact(pipeline, tenant):
     first_id, second_id = new_id(), new_id()
-    results = await pipeline.send([
-        command("contact.create", create(first_id, "Mia.Lee@Example.com"), tenant=tenant),
-        command("contact.create", create(second_id, "mia.lee@EXAMPLE.COM"), tenant=tenant),
-    ])
+    results = await pipeline.send(
+        [
+            command("contact.create", create(first_id, "Mia.Lee@Example.com"), tenant=tenant),
+            command("contact.create", create(second_id, "mia.lee@EXAMPLE.COM"), tenant=tenant),
+        ]
+    )
 
     codes = sorted(result["code"] for result in results)
     assert codes == ["created", "duplicate_email"]
@@ -68,12 +80,16 @@ async def test_email_letter_case_variants_stay_one_contact(pipeline, tenant):
 
 async def test_idn_variant_merges_into_existing(pipeline, tenant):
     first_id = new_id()
-    await pipeline.send_one(command("contact.create", create(first_id, "kai@bücher.example"), tenant=tenant))
-    merged = await pipeline.send_one(command(
-        "contact.create",
-        create(new_id(), "KAI@xn--bcher-kva.example", ifExists="merge", company="Bücher GmbH"),
-        tenant=tenant,
-    ))
+    await pipeline.send_one(
+        command("contact.create", create(first_id, "kai@bücher.example"), tenant=tenant)
+    )
+    merged = await pipeline.send_one(
+        command(
+            "contact.create",
+            create(new_id(), "KAI@xn--bcher-kva.example", ifExists="merge", company="Bücher GmbH"),
+            tenant=tenant,
+        )
+    )
 
     assert merged["code"] == "merged"
     assert merged["contactId"] == first_id
@@ -84,8 +100,10 @@ async def test_idn_variant_merges_into_existing(pipeline, tenant):
 
 async def test_racing_creates_keep_one_contact_per_email(pipeline, tenant):
     pairs = [
-        (command("contact.create", create(new_id(), f"race{i}@example.com"), tenant=tenant),
-         command("contact.create", create(new_id(), f"RACE{i}@example.com"), tenant=tenant))
+        (
+            command("contact.create", create(new_id(), f"race{i}@example.com"), tenant=tenant),
+            command("contact.create", create(new_id(), f"RACE{i}@example.com"), tenant=tenant),
+        )
         for i in range(40)
     ]
     results = await pipeline.send([message for pair in pairs for message in pair])
@@ -99,11 +117,21 @@ async def test_racing_creates_keep_one_contact_per_email(pipeline, tenant):
 
 async def test_stale_expected_version_rejected(pipeline, tenant):
     contact_id = new_id()
-    await pipeline.send_one(command("contact.create", create(contact_id, "v@example.com"), tenant=tenant))
-    await pipeline.send_one(command("contact.update", {"contactId": contact_id, "changes": {"title": "A"}}, tenant=tenant))
-    stale = await pipeline.send_one(command(
-        "contact.update", {"contactId": contact_id, "expectedVersion": 1, "changes": {"title": "B"}}, tenant=tenant
-    ))
+    await pipeline.send_one(
+        command("contact.create", create(contact_id, "v@example.com"), tenant=tenant)
+    )
+    await pipeline.send_one(
+        command(
+            "contact.update", {"contactId": contact_id, "changes": {"title": "A"}}, tenant=tenant
+        )
+    )
+    stale = await pipeline.send_one(
+        command(
+            "contact.update",
+            {"contactId": contact_id, "expectedVersion": 1, "changes": {"title": "B"}},
+            tenant=tenant,
+        )
+    )
 
     assert stale["outcome"] == "rejected"
     assert stale["code"] == "version_conflict"
@@ -113,9 +141,13 @@ async def test_stale_expected_version_rejected(pipeline, tenant):
 
 
 async def test_schema_failure_rejected_with_field(pipeline, tenant):
-    result = await pipeline.send_one(command(
-        "contact.create", create(new_id(), "s@example.com", preferences={"frequency": "hourly"}), tenant=tenant
-    ))
+    result = await pipeline.send_one(
+        command(
+            "contact.create",
+            create(new_id(), "s@example.com", preferences={"frequency": "hourly"}),
+            tenant=tenant,
+        )
+    )
 
     assert result["outcome"] == "rejected"
     assert result["code"] == "invalid_command"
@@ -124,9 +156,11 @@ async def test_schema_failure_rejected_with_field(pipeline, tenant):
 
 
 async def test_invalid_phone_rejected_with_reason(pipeline, tenant):
-    result = await pipeline.send_one(command(
-        "contact.create", create(new_id(), "p@example.com", phone="not a phone"), tenant=tenant
-    ))
+    result = await pipeline.send_one(
+        command(
+            "contact.create", create(new_id(), "p@example.com", phone="not a phone"), tenant=tenant
+        )
+    )
 
     assert result["code"] == "invalid_value"
     assert result["errors"][0]["field"] == "payload.phone"
@@ -138,7 +172,9 @@ async def test_garbage_is_dead_lettered_and_partition_moves_on(pipeline, tenant)
     key = f"{tenant}:{contact_id}".encode()
     garbage = b"\x00\xffnot json at all"
     await pipeline.send_raw([(key, garbage), (key, b"[1, 2, 3]")])
-    after = await pipeline.send_one(command("contact.create", create(contact_id, "g@example.com"), tenant=tenant))
+    after = await pipeline.send_one(
+        command("contact.create", create(contact_id, "g@example.com"), tenant=tenant)
+    )
 
     assert after["code"] == "created"
     letters = await pipeline.read_topic(topic_names.DEAD_LETTERS)
@@ -162,10 +198,16 @@ async def test_results_are_keyed_by_command_id(pipeline, tenant):
 
 async def test_other_tenant_cannot_touch_contact(pipeline, tenant):
     contact_id = new_id()
-    await pipeline.send_one(command("contact.create", create(contact_id, "iso@example.com"), tenant=tenant))
-    other = await pipeline.send_one(command(
-        "contact.update", {"contactId": contact_id, "changes": {"title": "x"}}, tenant=f"{tenant}x"
-    ))
+    await pipeline.send_one(
+        command("contact.create", create(contact_id, "iso@example.com"), tenant=tenant)
+    )
+    other = await pipeline.send_one(
+        command(
+            "contact.update",
+            {"contactId": contact_id, "changes": {"title": "x"}},
+            tenant=f"{tenant}x",
+        )
+    )
 
     assert other["code"] == "contact_not_found"
     doc = await pipeline.db.contacts.find_one({"_id": f"{tenant}:{contact_id}"})
@@ -176,7 +218,11 @@ async def test_commands_for_one_contact_apply_in_order(pipeline, tenant):
     contact_id = new_id()
     messages = [command("contact.create", create(contact_id, "o@example.com"), tenant=tenant)]
     messages += [
-        command("contact.update", {"contactId": contact_id, "expectedVersion": n, "changes": {"title": f"t{n}"}}, tenant=tenant)
+        command(
+            "contact.update",
+            {"contactId": contact_id, "expectedVersion": n, "changes": {"title": f"t{n}"}},
+            tenant=tenant,
+        )
         for n in range(1, 30)
     ]
     results = await pipeline.send(messages)

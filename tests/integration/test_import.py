@@ -37,12 +37,22 @@ async def import_summary(pipeline, tenant: str, import_id: str) -> dict:
 
 async def test_import_both_examples_exact_counts(pipeline, tenant):
     hubspot = await run_cli(
-        pipeline, "import", str(EXAMPLES / "hubspot-contacts-export.csv"),
-        "--tenant", tenant, "--import-id", "hubspot-1",
+        pipeline,
+        "import",
+        str(EXAMPLES / "hubspot-contacts-export.csv"),
+        "--tenant",
+        tenant,
+        "--import-id",
+        "hubspot-1",
     )
     mailchimp = await run_cli(
-        pipeline, "import", str(EXAMPLES / "mailchimp-audience-export.csv"),
-        "--tenant", tenant, "--import-id", "mailchimp-1",
+        pipeline,
+        "import",
+        str(EXAMPLES / "mailchimp-audience-export.csv"),
+        "--tenant",
+        tenant,
+        "--import-id",
+        "mailchimp-1",
     )
     hubspot_summary = await import_summary(pipeline, tenant, "hubspot-1")
     mailchimp_summary = await import_summary(pipeline, tenant, "mailchimp-1")
@@ -78,20 +88,46 @@ async def test_import_never_resubscribes_opted_out(pipeline, tenant):
     from tests.factories import command
 
     csv_path = Path(pipeline.log_path.parent / f"{tenant}.csv")
-    csv_path.write_text("Email,First Name,Record ID\nopt.out@example.com,Olga,1\n", encoding="utf-8")
-    await run_cli(pipeline, "import", str(csv_path), "--tenant", tenant, "--format", "hubspot",
-                  "--import-id", "first")
+    csv_path.write_text(
+        "Email,First Name,Record ID\nopt.out@example.com,Olga,1\n", encoding="utf-8"
+    )
+    await run_cli(
+        pipeline,
+        "import",
+        str(csv_path),
+        "--tenant",
+        tenant,
+        "--format",
+        "hubspot",
+        "--import-id",
+        "first",
+    )
     store = await Store.connect(pipeline.servers.mongodb_uri, pipeline.database)
     doc = await store.contacts.find_one({"tenantId": tenant})
-    await pipeline.send_one(command(
-        "contact.update", {"contactId": doc["id"], "changes": {"status": "unsubscribed"}},
-        tenant=tenant, actor_type="contact",
-    ))
+    await pipeline.send_one(
+        command(
+            "contact.update",
+            {"contactId": doc["id"], "changes": {"status": "unsubscribed"}},
+            tenant=tenant,
+            actor_type="contact",
+        )
+    )
     csv_path.write_text(
         "Email,First Name,Record ID,Status\nOPT.OUT@example.com,Olga,1,active\n", encoding="utf-8"
     )
-    second = await run_cli(pipeline, "import", str(csv_path), "--tenant", tenant, "--format",
-                           "hubspot", "--map", "Status=status", "--import-id", "second")
+    second = await run_cli(
+        pipeline,
+        "import",
+        str(csv_path),
+        "--tenant",
+        tenant,
+        "--format",
+        "hubspot",
+        "--map",
+        "Status=status",
+        "--import-id",
+        "second",
+    )
     after = await store.contacts.find_one({"tenantId": tenant})
     await store.close()
 
@@ -105,7 +141,10 @@ async def test_import_rejects_non_utf8_file(pipeline, tenant):
     process = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "contact_pipeline.cli", "import", str(csv_path), "--tenant", tenant],
-        env=pipeline.env, capture_output=True, text=True, timeout=120,
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     assert process.returncode == 1

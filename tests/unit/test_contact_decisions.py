@@ -25,7 +25,9 @@ def validated(message: dict):
 
 
 def created_doc(**fields) -> dict:
-    write = decide(None, validated(command("contact.create", create("c1", "Anna@Example.COM", **fields))), NOW)
+    write = decide(
+        None, validated(command("contact.create", create("c1", "Anna@Example.COM", **fields))), NOW
+    )
     assert isinstance(write, Write)
     return write.document
 
@@ -70,8 +72,14 @@ def test_create_merge_keeps_unsubscribed_status():
 def test_update_applies_merge_patch():
     doc = created_doc(preferences={"communicationChannels": {"email": True, "sms": True}})
     changes = {"preferences": {"communicationChannels": {"sms": False}}, "title": "CTO"}
-    write = decide(doc, validated(command("contact.update", {"contactId": "c1", "changes": changes})), NOW)
-    assert write.document["preferences"]["communicationChannels"] == {"email": True, "sms": False, "social": False}
+    write = decide(
+        doc, validated(command("contact.update", {"contactId": "c1", "changes": changes})), NOW
+    )
+    assert write.document["preferences"]["communicationChannels"] == {
+        "email": True,
+        "sms": False,
+        "social": False,
+    }
     assert write.document["title"] == "CTO"
     assert write.changed_fields == ["preferences.communicationChannels.sms", "title"]
     assert write.document["version"] == 2
@@ -80,7 +88,9 @@ def test_update_applies_merge_patch():
 def test_update_null_removes_optional_field():
     doc = created_doc(company="Acme")
     changes = {"company": None}
-    write = decide(doc, validated(command("contact.update", {"contactId": "c1", "changes": changes})), NOW)
+    write = decide(
+        doc, validated(command("contact.update", {"contactId": "c1", "changes": changes})), NOW
+    )
     assert "company" not in write.document
     assert write.changed_fields == ["company"]
 
@@ -96,7 +106,9 @@ def test_update_with_same_values_is_unchanged():
 
 def test_update_with_stale_version_rejected():
     doc = created_doc()
-    message = command("contact.update", {"contactId": "c1", "expectedVersion": 5, "changes": {"title": "x"}})
+    message = command(
+        "contact.update", {"contactId": "c1", "expectedVersion": 5, "changes": {"title": "x"}}
+    )
     with pytest.raises(CommandRejected) as info:
         decide(doc, validated(message), NOW)
     assert info.value.code == "version_conflict"
@@ -154,7 +166,9 @@ def test_redelivered_command_is_already_applied():
 
 
 def test_schema_violation_names_field():
-    message = command("contact.create", create("c1", "anna@example.com", preferences={"frequency": "hourly"}))
+    message = command(
+        "contact.create", create("c1", "anna@example.com", preferences={"frequency": "hourly"})
+    )
     with pytest.raises(InvalidCommand) as info:
         validated(message)
     assert info.value.code == "invalid_command"
@@ -163,7 +177,9 @@ def test_schema_violation_names_field():
 
 
 def test_invalid_values_all_reported():
-    payload = create("c1", "not-an-email", phone="not a phone", preferences={"timezone": "Mars/Base"})
+    payload = create(
+        "c1", "not-an-email", phone="not a phone", preferences={"timezone": "Mars/Base"}
+    )
     with pytest.raises(InvalidCommand) as info:
         validated(command("contact.create", payload))
     fields = [error["field"] for error in info.value.errors]

@@ -10,7 +10,12 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from contact_pipeline.domain.commands import Envelope
-from contact_pipeline.domain.contact import ContactCreate, ContactDelete, ContactFields, ContactUpdate
+from contact_pipeline.domain.contact import (
+    ContactCreate,
+    ContactDelete,
+    ContactFields,
+    ContactUpdate,
+)
 from contact_pipeline.schemas import load_schemas
 from tests.factories import command, create
 
@@ -24,7 +29,10 @@ def schema(name: str) -> dict[str, Any]:
 def payload_schema(command_type: str) -> dict[str, Any]:
     """Return the payload schema of a command with its allOf parts merged in."""
     node = schema(f"{command_type}.json")["properties"]["payload"]
-    merged = {"properties": dict(node.get("properties", {})), "required": list(node.get("required", []))}
+    merged = {
+        "properties": dict(node.get("properties", {})),
+        "required": list(node.get("required", [])),
+    }
     for part in node.get("allOf", []):
         referenced = schema(part["$ref"])
         merged["properties"].update(referenced["properties"])
@@ -56,7 +64,9 @@ def enums(node: dict[str, Any], root: dict[str, Any]) -> set[Any] | None:
     return None
 
 
-def compare(json_node: dict[str, Any], model_node: dict[str, Any], root: dict[str, Any], path: str) -> list[str]:
+def compare(
+    json_node: dict[str, Any], model_node: dict[str, Any], root: dict[str, Any], path: str
+) -> list[str]:
     problems = []
     json_props = json_node.get("properties", {})
     model_props = model_node.get("properties", {})
@@ -89,7 +99,11 @@ def test_model_fields_match_schema(model, json_node):
 
 @pytest.mark.parametrize("command_type", ["contact.create", "contact.update", "contact.delete"])
 def test_required_payload_fields_match(command_type):
-    model = {"contact.create": ContactCreate, "contact.update": ContactUpdate, "contact.delete": ContactDelete}[command_type]
+    model = {
+        "contact.create": ContactCreate,
+        "contact.update": ContactUpdate,
+        "contact.delete": ContactDelete,
+    }[command_type]
     required_in_model = set(model_properties(model).get("required", []))
     assert required_in_model == set(payload_schema(command_type)["required"])
 
@@ -105,9 +119,13 @@ SAMPLES = [
     command("contact.create", create("c1", "a@example.com")),
     command("contact.create", create("c1", "a@example.com", status="paused")),
     command("contact.create", create("c1", "a@example.com", preferences={"frequency": "yearly"})),
-    command("contact.create", create("c1", "a@example.com", customFields={"score": 3, "tags": ["a"]})),
+    command(
+        "contact.create", create("c1", "a@example.com", customFields={"score": 3, "tags": ["a"]})
+    ),
     command("contact.create", create("c1", "a@example.com", socialProfiles={"twitter": "x"})),
-    command("contact.create", create("c1", "a@example.com", metadata={"tags": ["x"], "source": "form"})),
+    command(
+        "contact.create", create("c1", "a@example.com", metadata={"tags": ["x"], "source": "form"})
+    ),
     command("contact.create", {"email": "a@example.com"}),
     command("contact.update", {"contactId": "c1", "changes": {"title": None, "company": "Acme"}}),
     command("contact.update", {"contactId": "c1", "expectedVersion": 0, "changes": {"title": "x"}}),
@@ -120,7 +138,11 @@ SAMPLES = [
 @pytest.mark.parametrize("message", SAMPLES, ids=range(len(SAMPLES)))
 def test_schema_and_model_accept_same_samples(message):
     schema_accepts = not load_schemas(SCHEMAS_DIR).validate(message)
-    model = {"contact.create": ContactCreate, "contact.update": ContactUpdate, "contact.delete": ContactDelete}[message["type"]]
+    model = {
+        "contact.create": ContactCreate,
+        "contact.update": ContactUpdate,
+        "contact.delete": ContactDelete,
+    }[message["type"]]
     try:
         model.model_validate(message["payload"])
         model_accepts = True

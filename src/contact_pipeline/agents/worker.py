@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         topic_allow_declare=False,
         producer_acks=-1,
         broker_commit_every=1000,

@@ -85,13 +85,17 @@ def decode(raw: bytes | None, key: bytes | None, position: SourcePosition) -> De
     invalid; anything less cannot be answered and is dead-lettered.
     """
     if raw is None:
-        return Undecodable(position, b"", key, "empty message value (a tombstone?); expected a JSON command")
+        return Undecodable(
+            position, b"", key, "empty message value (a tombstone?); expected a JSON command"
+        )
     try:
         message = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Undecodable(position, raw, key, f"value is not valid UTF-8 JSON: {exc}")
     if not isinstance(message, dict):
-        return Undecodable(position, raw, key, f"value is JSON {type(message).__name__}, expected an object")
+        return Undecodable(
+            position, raw, key, f"value is JSON {type(message).__name__}, expected an object"
+        )
     command_id = message.get("commandId")
     tenant_id = message.get("tenantId")
     if not isinstance(command_id, str) or not command_id:

@@ -153,7 +153,8 @@ class ContactBatchApplier:
                         item.decoded,
                         "rejected",
                         "concurrent_modification",
-                        "the contact kept changing under concurrent writers; send the command again",
+                        "the contact kept changing under concurrent writers; "
+                        "send the command again",
                     )
                     continue
                 queues.setdefault(item.command.doc_id, deque()).appendleft(item)
@@ -203,7 +204,9 @@ class ContactBatchApplier:
                 retry.append(item)
                 continue
             if write.release_email_key:
-                releases.append((_claim_id(item.command, write.release_email_key), write.document["_id"]))
+                releases.append(
+                    (_claim_id(item.command, write.release_email_key), write.document["_id"])
+                )
             outcomes[_result_id(item.decoded)] = self._applied(item, write)
         await self.store.release_email_keys(releases)
         return retry
@@ -273,7 +276,9 @@ class ContactBatchApplier:
                 else:
                     self._email_taken(item, owner_doc, outcomes, retry)
                 continue
-            if not await self.store.take_over_email_key(claim_id, owner, write.document["_id"], now):
+            if not await self.store.take_over_email_key(
+                claim_id, owner, write.document["_id"], now
+            ):
                 blocked.add(id(write))
                 retry.append(item)
         return [(item, write) for item, write in writes if id(write) not in blocked]
@@ -346,7 +351,11 @@ class ContactBatchApplier:
         errors = []
         if "field" in exc.details:
             errors.append(
-                {"field": exc.details["field"], "value": exc.details.get("value"), "reason": exc.message}
+                {
+                    "field": exc.details["field"],
+                    "value": exc.details.get("value"),
+                    "reason": exc.message,
+                }
             )
         extra = {k: v for k, v in exc.details.items() if k not in ("field", "value")}
         outcome = self._outcome(decoded, "rejected", exc.code, exc.message, errors=errors)
@@ -431,7 +440,8 @@ def _applied_message(write: Write) -> str:
     if write.code == "unchanged":
         return "command applied; the contact already had these values"
     if write.ignored_fields:
-        return f"command applied; kept {', '.join(write.ignored_fields)} because the contact unsubscribed"
+        kept = ", ".join(write.ignored_fields)
+        return f"command applied; kept {kept} because the contact unsubscribed"
     return f"contact {write.code}"
 
 

@@ -35,7 +35,7 @@ class ContactCommand:
     envelope: Envelope
     contact_id: str
     fields: dict[str, Any]
-    """Normalised contact fields in JSON (camelCase) form: the create payload or the update patch."""
+    """Normalised contact fields in JSON (camelCase) form: create payload or update patch."""
 
     email_key: str | None = None
     """Uniqueness key of the e-mail address in ``fields``, when it has one."""
@@ -180,7 +180,10 @@ def _merge_into(doc: dict[str, Any], command: ContactCommand, now: datetime) -> 
     fields = copy.deepcopy(command.fields)
     ignored: list[str] = []
     # An opt-out is sticky: a merge from an import or a sync never re-subscribes.
-    if doc.get("status") == "unsubscribed" and fields.get("status", "unsubscribed") != "unsubscribed":
+    if (
+        doc.get("status") == "unsubscribed"
+        and fields.get("status", "unsubscribed") != "unsubscribed"
+    ):
         fields.pop("status")
         ignored.append("status")
     metadata = fields.get("metadata")
@@ -292,7 +295,15 @@ def _patched(
     document["_commands"] = doc.get("_commands", [])
     event_type = "contact.updated"
     return _write(
-        command, document, doc["version"], code, event_type, changed, now, claim=claim, release=release
+        command,
+        document,
+        doc["version"],
+        code,
+        event_type,
+        changed,
+        now,
+        claim=claim,
+        release=release,
     )
 
 

@@ -146,7 +146,9 @@ async def produce_commands(
     return sent
 
 
-async def produce_raw(bootstrap_servers: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+async def produce_raw(
+    bootstrap_servers: str, topic: str, records: list[tuple[bytes | None, bytes]]
+) -> None:
     """Send raw ``(key, value)`` records as they are; used to feed malformed input."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
     await producer.start()

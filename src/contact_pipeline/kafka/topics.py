@@ -117,7 +117,9 @@ async def _drifts(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[To
     for spec in specs:
         if partitions.get(spec.name) != spec.partitions:
             drifts.append(
-                TopicDrift(spec.name, "partitions", str(spec.partitions), str(partitions.get(spec.name)))
+                TopicDrift(
+                    spec.name, "partitions", str(spec.partitions), str(partitions.get(spec.name))
+                )
             )
         actual = actual_configs.get(spec.name, {})
         for setting, declared in spec.config.items():

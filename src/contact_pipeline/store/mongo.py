@@ -97,7 +97,7 @@ class Store:
     async def take_over_email_key(
         self, claim_id: str, stale_owner: str, new_owner: str, now: datetime
     ) -> bool:
-        """Move a claim from an owner that no longer has the address; False if it moved meanwhile."""
+        """Move a claim away from an owner that lost the address; False if it moved meanwhile."""
         result = await self._guard(
             self.email_keys.update_one(
                 {"_id": claim_id, "owner": stale_owner},
@@ -180,14 +180,18 @@ class Store:
         found = await self._guard(asyncio.gather(*(find_one(doc_id) for doc_id in unique)))
         return {doc["_id"]: doc for doc in found if doc is not None}
 
-    async def _insert_unordered(self, collection: Any, documents: list[dict[str, Any]]) -> list[int]:
+    async def _insert_unordered(
+        self, collection: Any, documents: list[dict[str, Any]]
+    ) -> list[int]:
         try:
             await collection.bulk_write([InsertOne(doc) for doc in documents], ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             other = [error for error in errors if error.get("code") != DUPLICATE_KEY]
             if other:
-                raise StoreUnavailable(f"bulk insert into {collection.name} failed: {other[0]}") from exc
+                raise StoreUnavailable(
+                    f"bulk insert into {collection.name} failed: {other[0]}"
+                ) from exc
             return [error["index"] for error in errors]
         except PyMongoError as exc:
             raise StoreUnavailable(f"bulk insert into {collection.name} failed: {exc}") from exc
