@@ -313,8 +313,8 @@ def _plan_import(
         if "email" not in fields:
             continue
         if phone_region and isinstance(fields.get("phone"), str):
-            # The worker has no region to assume, so numbers are completed here; one that
-            # still does not parse goes as it is and comes back rejected with the reason.
+            # The worker has no region to assume, so numbers are completed here. A number
+            # that still does not parse is sent as it is, and the worker rejects it.
             with contextlib.suppress(FieldError):
                 fields["phone"] = normalize_phone(
                     fields["phone"], default_region=phone_region.upper()

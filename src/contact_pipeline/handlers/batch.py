@@ -1,10 +1,11 @@
 """Apply a batch of raw contact-command messages to the store.
 
 One batch costs a few bulk round trips, not one per command: outcomes of
-earlier deliveries are read in one query, contacts in one query per wave, and
-writes go out as bulk inserts and bulk replaces. Commands about one contact
-apply in arrival order: each wave takes at most one command per contact, so a
-contact's second command in a batch sees the result of its first.
+earlier deliveries and the contacts are read together (one query each on
+MongoDB, concurrent point lookups on FerretDB), and writes go out as bulk
+inserts and bulk replaces. Commands about one contact apply in arrival order:
+each wave takes at most one command per contact, so a contact's second
+command in a batch is decided on the result of its first.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class RawMessage:
 
 @dataclass
 class BatchOutput:
-    """What a batch produced; the agent publishes it, then commits the offsets."""
+    """Results, events and dead letters of one batch, published before its offsets commit."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -167,8 +168,8 @@ class ContactBatchApplier:
     ) -> list[_Pending]:
         """Apply one command per contact; return the commands to retry in the next wave.
 
-        ``docs`` holds the wave's contacts when they were loaded ahead; otherwise they
-        are loaded here.
+        ``docs`` contains the wave's contacts when they were loaded ahead; otherwise
+        they are loaded here.
         """
         now = self.clock()
         if docs is None:
@@ -233,7 +234,7 @@ class ContactBatchApplier:
             for item, write in claiming
         }
 
-        # Insert claims first: in the usual case no one holds the address, and the
+        # Insert claims first: usually no contact has the address yet, and the
         # insert both checks and claims it in one round trip.
         blocked: set[int] = set()
         first_claims: list[tuple[str, str]] = []
@@ -243,7 +244,7 @@ class ContactBatchApplier:
             claim_id = claim_ids[id(write)]
             if claim_id in (pair[0] for pair in first_claims):
                 # Another contact in this wave claims the same address first; the
-                # next wave sees its claim and decides.
+                # next wave reads its claim and decides.
                 blocked.add(id(write))
                 retry.append(item)
                 continue
@@ -420,9 +421,9 @@ def _claim_is_held(
     """Tell whether a claim still protects its owner's address.
 
     A claim outlives its purpose when the owner was deleted or changed its
-    address and a crash skipped the release, or when the owner's insert never
-    happened; the latter is only assumed after a grace period, because another
-    worker may be between its claim and its insert.
+    address and a crash skipped the release. It also does when the owner's
+    insert never happened, but that is only assumed after a grace period,
+    because another worker may be between its claim and its insert.
     """
     if owner_doc is None:
         claimed_at = claim.get("claimedAt")

@@ -72,7 +72,7 @@ async def apply_topics(
     """Create missing topics and report existing ones whose settings differ.
 
     ``replication_factor`` overrides the declared factor, for single-broker
-    development clusters. Returns the created topic names and the drifts; an
+    development clusters. Returns the created topic names and the drifts. An
     existing topic is never altered, because partitions can only grow and a
     changed retention may drop data.
     """
