@@ -23,7 +23,7 @@ from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.errors import StoreUnavailable
 from contact_pipeline.handlers.batch import BatchOutput, ContactBatchApplier, RawMessage
 from contact_pipeline.kafka import topics as topic_names
-from contact_pipeline.schemas import load_schemas
+from contact_pipeline.schemas import COMMAND_TYPES, load_schemas
 from contact_pipeline.settings import Settings
 from contact_pipeline.store.mongo import Store
 
@@ -174,7 +174,9 @@ def _record(messages: list[RawMessage], output: BatchOutput, started: float) -> 
     metrics.BATCH_SIZE.observe(len(messages))
     metrics.DEAD_LETTERS.inc(len(output.dead_letters))
     for result in output.results:
-        metrics.COMMANDS.labels(command=str(result.get("type")), outcome=result["outcome"]).inc()
+        # Unknown types share one label, so bad input cannot grow the metric without bound.
+        command_type = result.get("type") if result.get("type") in COMMAND_TYPES else "unknown"
+        metrics.COMMANDS.labels(command=command_type, outcome=result["outcome"]).inc()
         logger.debug(
             "command finished command_id=%s tenant=%s outcome=%s code=%s",
             result["commandId"],
