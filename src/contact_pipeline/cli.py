@@ -36,6 +36,9 @@ app.add_typer(dev_app, name="dev")
 
 logger = logging.getLogger("contact_pipeline.cli")
 
+MAX_REJECTED_LINES = 20
+"""Rejected rows an import prints; `summary --show-rejected N` lists more."""
+
 IDLE_TIMEOUT_SECONDS = 60.0
 """Stop waiting for results when none arrived for this long: the worker is likely not running."""
 
@@ -130,10 +133,27 @@ def send(
             _fail(f"{file}:{number}: not valid JSON ({exc.msg}); fix the line or remove it")
         if not isinstance(command, dict):
             _fail(f"{file}:{number}: expected a JSON object, got {type(command).__name__}")
+        for field in ("commandId", "tenantId"):
+            if not isinstance(command.get(field), str) or not command[field]:
+                # The worker cannot answer such a message, only dead-letter it.
+                _fail(
+                    f"{file}:{number}: {field} is missing or not a string; every command needs one"
+                )
         commands.append(command)
     outcome = asyncio.run(_send_and_collect(commands, wait, timeout, label="commands"))
-    for result in outcome["results"].values():
+    counts: dict[str, int] = {}
+    for command in commands:
+        result = outcome["results"].get(str(command["commandId"]))
+        if result is None:
+            continue
+        counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
         typer.echo(json.dumps(result, ensure_ascii=False))
+    if wait:
+        typer.echo(
+            f"{counts.get('applied', 0)} applied, {counts.get('rejected', 0)} rejected, "
+            f"{len(outcome['missing'])} without a result",
+            err=True,
+        )
     if wait and outcome["missing"]:
         _fail(
             f"{len(outcome['missing'])} results did not arrive (no progress for "
@@ -286,6 +306,9 @@ def _plan_import(
         )
 
     headers = csv_import.read_header(file)
+    if format != "auto" and format not in csv_import.MAPPINGS:
+        known = ", ".join(["auto", *csv_import.MAPPINGS])
+        raise ValueError(f"--format {format!r} is not a known preset; choose one of {known}")
     chosen = csv_import.detect_format(headers) if format == "auto" else format
     if chosen not in csv_import.MAPPINGS:
         known = ", ".join(csv_import.MAPPINGS)
@@ -300,7 +323,10 @@ def _plan_import(
             f"--map names columns that {file.name} does not have: {', '.join(unknown)}"
         )
     mapping = {**csv_import.MAPPINGS[chosen], **override_map}
-    digest = hashlib.sha256(file.read_bytes() + tenant.encode()).hexdigest()[:12]
+    # The id covers everything that shapes the commands, so a re-run with other
+    # options is a new import rather than a replay of the first one's results.
+    options = json.dumps([tenant, chosen, sorted(override_map.items()), phone_region])
+    digest = hashlib.sha256(file.read_bytes() + options.encode()).hexdigest()[:12]
     chosen_id = import_id or f"{file.stem[:40]}-{digest}"
 
     commands: list[dict[str, Any]] = []
@@ -337,6 +363,7 @@ def _plan_import(
         "skipped": rows - len(commands),
         "ignored_columns": csv_import.ignored_columns(headers, mapping),
         "tenant": tenant,
+        "phone_region": phone_region,
     }
 
 
@@ -349,8 +376,25 @@ def _print_import_report(plan: dict[str, Any], outcome: dict[str, Any]) -> None:
         (r for r in results if r["outcome"] == "rejected"),
         key=lambda r: (r.get("meta") or {}).get("row", 0),
     )
-    for result in rejected:
+    for result in rejected[:MAX_REJECTED_LINES]:
         typer.echo(_rejection_line(result))
+    if len(rejected) > MAX_REJECTED_LINES:
+        typer.echo(
+            f"  ... {len(rejected) - MAX_REJECTED_LINES} more rejected rows; list them with "
+            f"`contact-pipeline summary --tenant {plan['tenant']} --import-id {plan['import_id']} "
+            f"--show-rejected {len(rejected)}`"
+        )
+    national = sum(
+        1
+        for result in rejected
+        for error in result.get("errors") or []
+        if error.get("field", "").endswith("phone") and "country code" in error.get("reason", "")
+    )
+    if national and not plan.get("phone_region"):
+        typer.echo(
+            f"  {national} rows have phone numbers without a country code; "
+            "re-run with --phone-region (for example US or DE) to read them"
+        )
     summary = ", ".join(f"{code} {count}" for code, count in sorted(counts.items()))
     typer.echo(f"import {plan['import_id']} finished: {summary or 'no results'}")
 
@@ -374,11 +418,17 @@ def summary(
         int, typer.Option(help="How many rejected rows to list per import.")
     ] = 20,
 ) -> None:
-    """Print what the store holds for a tenant, and the outcomes of its imports."""
+    """Print the tenant's stored contacts and the outcomes of the imports given by --import-id."""
     report = asyncio.run(_summary(tenant, import_id or []))
     typer.echo(f"tenant {tenant}: {report['contacts']} contacts stored")
     for correlation_id, data in report["imports"].items():
         codes = data["codes"]
+        if not codes:
+            typer.echo(
+                f"import {correlation_id}: not found; no results are stored for this tenant "
+                "and import id (the import prints its id when it starts)"
+            )
+            continue
         merged = codes.get("merged", 0) + codes.get("unchanged", 0)
         rejected = sum(
             count
@@ -387,7 +437,9 @@ def summary(
         )
         typer.echo(
             f"import {correlation_id}: {sum(codes.values())} rows processed, "
-            f"{codes.get('created', 0)} created, {merged} duplicates merged, {rejected} rejected"
+            f"{codes.get('created', 0)} created, {merged} duplicates merged "
+            f"({codes.get('merged', 0)} merged, {codes.get('unchanged', 0)} unchanged), "
+            f"{rejected} rejected"
         )
         reasons: dict[str, int] = {}
         for result in data["rejected"]:

@@ -191,3 +191,11 @@ def test_unknown_command_type_rejected():
     with pytest.raises(InvalidCommand) as info:
         validated(command("contact.merge", {"contactId": "c1"}))
     assert any(error["field"] == "type" for error in info.value.errors)
+
+
+def test_merge_keeps_stored_email_spelling():
+    doc = created_doc()
+    payload = create("c1", "ANNA@example.com", ifExists="merge", company="Acme")
+    write = decide(doc, validated(command("contact.create", payload)), NOW)
+    assert write.document["email"] == "Anna@example.com"
+    assert write.changed_fields == ["company"]

@@ -179,6 +179,9 @@ def _decide_create(doc: dict[str, Any] | None, command: ContactCommand, now: dat
 def _merge_into(doc: dict[str, Any], command: ContactCommand, now: datetime) -> Write:
     fields = copy.deepcopy(command.fields)
     ignored: list[str] = []
+    # The same address in other letter case keeps the spelling already stored.
+    if command.email_key == doc.get("emailKey"):
+        fields.pop("email", None)
     # An opt-out is sticky: a merge from an import or a sync never re-subscribes.
     if (
         doc.get("status") == "unsubscribed"
@@ -264,7 +267,8 @@ def _check_version(doc: dict[str, Any], command: ContactCommand) -> None:
     raise CommandRejected(
         "version_conflict",
         f"expectedVersion is {command.expected_version} but contact {command.contact_id} is at "
-        f"version {doc['version']}; read the contact again and retry with its current version",
+        f"version {doc['version']}; retry with the version from the contact's latest change event "
+        "or command result",
         field="expectedVersion",
         value=command.expected_version,
         currentVersion=doc["version"],

@@ -82,7 +82,7 @@ async def apply_topics(
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         name=spec.name,
@@ -93,8 +93,19 @@ async def apply_topics(
                     for spec in missing
                 ]
             )
+            failures = [
+                f"{name}: {(message or f'error code {code}').rstrip('.')}"
+                for name, code, *rest in response.topic_errors
+                for message in [rest[0] if rest else None]
+                if code != 0
+            ]
+            if failures:
+                raise RuntimeError(
+                    "Kafka rejected some topics: " + "; ".join(failures) + ". On a single local "
+                    "broker pass --replication-factor 1"
+                )
         present = [spec for spec in specs if spec.name in existing]
-        drifts = await _drifts(admin, present) if present else []
+        drifts = await _drifts(admin, present, replication_factor) if present else []
     except KafkaError as exc:
         raise RuntimeError(f"applying topics on {bootstrap_servers} failed: {exc}") from exc
     finally:
@@ -102,10 +113,16 @@ async def apply_topics(
     return [spec.name for spec in missing], drifts
 
 
-async def _drifts(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[TopicDrift]:
+async def _drifts(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], replication_factor: int | None
+) -> list[TopicDrift]:
     drifts: list[TopicDrift] = []
     described = await admin.describe_topics([spec.name for spec in specs])
     partitions = {entry["topic"]: len(entry["partitions"]) for entry in described}
+    replicas = {
+        entry["topic"]: len(entry["partitions"][0]["replicas"]) if entry["partitions"] else 0
+        for entry in described
+    }
     resources = [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs]
     responses = await admin.describe_configs(resources)
     actual_configs: dict[str, dict[str, str]] = {}
@@ -119,6 +136,15 @@ async def _drifts(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[To
             drifts.append(
                 TopicDrift(
                     spec.name, "partitions", str(spec.partitions), str(partitions.get(spec.name))
+                )
+            )
+        if replication_factor is None and replicas.get(spec.name) != spec.replication_factor:
+            drifts.append(
+                TopicDrift(
+                    spec.name,
+                    "replication factor",
+                    str(spec.replication_factor),
+                    str(replicas.get(spec.name)),
                 )
             )
         actual = actual_configs.get(spec.name, {})
