@@ -202,13 +202,7 @@ def _merge_into(doc: dict[str, Any], command: ContactCommand, now: datetime) -> 
 
 
 def _decide_update(doc: dict[str, Any] | None, command: ContactCommand, now: datetime) -> Write:
-    if not is_live(doc):
-        raise CommandRejected(
-            "contact_not_found",
-            f"contact {command.contact_id} does not exist or was deleted; create it first",
-            contactId=command.contact_id,
-        )
-    assert doc is not None
+    doc = _require_live(doc, command, "does not exist or was deleted; create it first")
     _check_version(doc, command)
 
     new_status = command.fields.get("status")
@@ -228,13 +222,7 @@ def _decide_update(doc: dict[str, Any] | None, command: ContactCommand, now: dat
 
 
 def _decide_delete(doc: dict[str, Any] | None, command: ContactCommand, now: datetime) -> Write:
-    if not is_live(doc):
-        raise CommandRejected(
-            "contact_not_found",
-            f"contact {command.contact_id} does not exist or was already deleted",
-            contactId=command.contact_id,
-        )
-    assert doc is not None
+    doc = _require_live(doc, command, "does not exist or was already deleted")
     _check_version(doc, command)
 
     created_at = doc.get("metadata", {}).get("createdAt", now)
@@ -259,6 +247,18 @@ def _decide_delete(doc: dict[str, Any] | None, command: ContactCommand, now: dat
         now,
         release=doc.get("emailKey"),
     )
+
+
+def _require_live(
+    doc: dict[str, Any] | None, command: ContactCommand, problem: str
+) -> dict[str, Any]:
+    if doc is None or not is_live(doc):
+        raise CommandRejected(
+            "contact_not_found",
+            f"contact {command.contact_id} {problem}",
+            contactId=command.contact_id,
+        )
+    return doc
 
 
 def _check_version(doc: dict[str, Any], command: ContactCommand) -> None:
