@@ -206,11 +206,12 @@ async def measure_store(
             await collection.bulk_write(replaces[part : part + chunk], ordered=False)
     elapsed = time.perf_counter() - started
     await client.close()
-    server = (
-        f"FerretDB {build_info.get('ferretdbVersion', '')}".strip()
-        if ferretdb
-        else f"MongoDB {build_info.get('version')}"
-    )
+    server = f"MongoDB {build_info.get('version')}"
+    if ferretdb:
+        # The embedded build reports its version as "unknown"; go.mod pins it.
+        go_mod = (ROOT / "scripts" / "services" / "ferretdb" / "go.mod").read_text()
+        pinned = [line.split()[-1] for line in go_mod.splitlines() if "FerretDB/FerretDB v" in line]
+        server = f"FerretDB {pinned[0] if pinned else build_info.get('ferretdbVersion')}"
     return {"seconds": elapsed, "rate": len(commands) / elapsed, "server": server}
 
 

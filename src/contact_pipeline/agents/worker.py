@@ -38,6 +38,11 @@ def broker_url(bootstrap_servers: str) -> str:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker's Faust app with its agents, topics and metrics page."""
+    # pymongo and aiokafka format a debug record for every command and send when
+    # their loggers allow DEBUG, which cost a tenth of the worker's CPU in a profile.
+    quiet = logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.INFO
+    for name in ("pymongo", "aiokafka"):
+        logging.getLogger(name).setLevel(max(quiet, logging.getLogger(name).level))
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.kafka_bootstrap_servers),
@@ -173,10 +178,13 @@ def _record(messages: list[RawMessage], output: BatchOutput, started: float) -> 
     metrics.BATCH_SECONDS.observe(elapsed)
     metrics.BATCH_SIZE.observe(len(messages))
     metrics.DEAD_LETTERS.inc(len(output.dead_letters))
+    debug = logger.isEnabledFor(logging.DEBUG)
     for result in output.results:
         # Unknown types share one label, so bad input cannot grow the metric without bound.
         command_type = result.get("type") if result.get("type") in COMMAND_TYPES else "unknown"
         metrics.COMMANDS.labels(command=command_type, outcome=result["outcome"]).inc()
+        if not debug:
+            continue
         logger.debug(
             "command finished command_id=%s tenant=%s outcome=%s code=%s",
             result["commandId"],
