@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from contact_pipeline.dev import services
+from tests.conftest import IN_CI
 
 # Ports other than the defaults (9092/27017), so a developer's running servers
 # are neither reused nor disturbed. The broker's controller uses KAFKA_PORT + 1.
@@ -29,7 +30,10 @@ def _port_in_use(port: int) -> bool:
 def test_up_status_down_separate_ports(tmp_path: Path) -> None:
     busy = [port for port in (KAFKA_PORT, KAFKA_PORT + 1, MONGO_PORT) if _port_in_use(port)]
     if busy:
-        pytest.skip(f"ports {busy} on 127.0.0.1 are taken by another process")
+        message = f"ports {busy} on 127.0.0.1 are taken by another process"
+        if IN_CI:
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
 
     try:
         endpoints = services.up(tmp_path, kafka_port=KAFKA_PORT, mongo_port=MONGO_PORT)
