@@ -85,7 +85,7 @@ async def wait_for_worker(
     await produce_commands(bootstrap, topic, [probe])
     results = await collector.wait_for({probe["commandId"]}, timeout=180)
     if not results:
-        raise RuntimeError("the worker did not answer a probe command within 180 s")
+        raise RuntimeError("no result for a probe command within 180 s; check the worker log")
 
 
 def peak_rss_mib(pid: int) -> float | None:

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -135,7 +136,7 @@ def send(
             _fail(f"{file}:{number}: expected a JSON object, got {type(command).__name__}")
         for field in ("commandId", "tenantId"):
             if not isinstance(command.get(field), str) or not command[field]:
-                # The worker cannot answer such a message, only dead-letter it.
+                # The worker cannot address a result to such a message, only dead-letter it.
                 _fail(
                     f"{file}:{number}: {field} is missing or not a string; every command needs one"
                 )
@@ -249,8 +250,11 @@ def import_csv(
         bool, typer.Option(help="Wait for the worker's results and report rejected rows.")
     ] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 300.0,
-) -> None:
-    """Import a contact export; each row becomes a contact.create that merges into a match."""
+) -> str:
+    """Import a contact export; each row becomes a contact.create that merges into a match.
+
+    Returns the import id, which `summary --import-id` takes.
+    """
     from contact_pipeline.importer import csv_import
 
     if not tenant.replace("-", "").replace("_", "").isalnum():
@@ -275,7 +279,7 @@ def import_csv(
     outcome = asyncio.run(_send_and_collect(plan["commands"], wait, timeout, label="rows"))
     if not wait:
         typer.echo(f"sent {len(plan['commands'])} commands; results are on the results topic")
-        return
+        return str(plan["import_id"])
     _print_import_report(plan, outcome)
     if outcome["missing"]:
         _fail(
@@ -283,6 +287,7 @@ def import_csv(
             f"{IDLE_TIMEOUT_SECONDS:g} s or more than {timeout:g} s in all); is a worker running? "
             "Start one with `contact-pipeline worker`; the commands stay on the topic"
         )
+    return str(plan["import_id"])
 
 
 def _plan_import(
@@ -513,15 +518,9 @@ def demo(
     from contact_pipeline.dev import services
 
     _setup_logging()
-    settings = get_settings()
     endpoints = services.up()
-    env_overrides = {
-        "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
-        "MONGODB_URI": endpoints.mongodb_uri,
-    }
-    import os
-
-    os.environ.update(env_overrides)
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = endpoints.kafka_bootstrap_servers
+    os.environ["MONGODB_URI"] = endpoints.mongodb_uri
     get_settings.cache_clear()
     typer.echo("== topics")
     topics_apply(replication_factor=1)
@@ -542,19 +541,18 @@ def demo(
         for path in files or sorted((REPOSITORY_ROOT / "examples").glob("*.csv")):
             typer.echo(f"== import {path.name}")
             started = time.monotonic()
-            plan = _plan_import(path, tenant, "auto", [], None)
-            import_csv(
+            import_id = import_csv(
                 path,
                 tenant=tenant,
                 format="auto",
                 map=None,
-                import_id=plan["import_id"],
+                import_id=None,
                 phone_region=None,
                 wait=True,
                 timeout=300.0,
             )
             typer.echo(f"   took {time.monotonic() - started:.1f} s")
-            import_ids.append(plan["import_id"])
+            import_ids.append(import_id)
         typer.echo("== summary (read back from the store)")
         summary(tenant=tenant, import_id=import_ids, show_rejected=10)
     finally:
@@ -564,7 +562,6 @@ def demo(
         except subprocess.TimeoutExpired:
             process.kill()
     typer.echo("local servers keep running; stop them with `contact-pipeline dev down`")
-    _ = settings
 
 
 def main() -> None:

@@ -89,6 +89,12 @@ async def test_reimport_applies_nothing_twice(pipeline, tenant):
     assert versions_after == versions_before
 
 
+async def import_hubspot(pipeline, path: Path, tenant: str, *options: str):
+    return await run_cli(
+        pipeline, "import", str(path), "--tenant", tenant, "--format", "hubspot", *options
+    )
+
+
 async def test_import_never_resubscribes_opted_out(pipeline, tenant):
     from tests.factories import command
 
@@ -96,17 +102,7 @@ async def test_import_never_resubscribes_opted_out(pipeline, tenant):
     csv_path.write_text(
         "Email,First Name,Record ID\nopt.out@example.com,Olga,1\n", encoding="utf-8"
     )
-    await run_cli(
-        pipeline,
-        "import",
-        str(csv_path),
-        "--tenant",
-        tenant,
-        "--format",
-        "hubspot",
-        "--import-id",
-        "first",
-    )
+    await import_hubspot(pipeline, csv_path, tenant, "--import-id", "first")
     store = await Store.connect(pipeline.servers.mongodb_uri, pipeline.database)
     doc = await store.contacts.find_one({"tenantId": tenant})
     await pipeline.send_one(
@@ -120,18 +116,8 @@ async def test_import_never_resubscribes_opted_out(pipeline, tenant):
     csv_path.write_text(
         "Email,First Name,Record ID,Status\nOPT.OUT@example.com,Olga,1,active\n", encoding="utf-8"
     )
-    second = await run_cli(
-        pipeline,
-        "import",
-        str(csv_path),
-        "--tenant",
-        tenant,
-        "--format",
-        "hubspot",
-        "--map",
-        "Status=status",
-        "--import-id",
-        "second",
+    second = await import_hubspot(
+        pipeline, csv_path, tenant, "--map", "Status=status", "--import-id", "second"
     )
     after = await store.contacts.find_one({"tenantId": tenant})
     await store.close()

@@ -161,9 +161,9 @@ def up(
     """Start the local Kafka broker and FerretDB server, or reuse running ones.
 
     Resolves the Kafka jars with Maven and builds FerretDB with Go when their
-    cached outputs are missing or stale, formats the Kafka storage on first
-    use, starts both servers detached from this process and waits until Kafka
-    responds to a metadata request and FerretDB responds to ``ping``.
+    cached outputs are missing or stale, and formats the Kafka storage on first
+    use. Then it starts both servers detached from this process and waits until
+    Kafka responds to a metadata request and FerretDB responds to ``ping``.
 
     Args:
         root: Folder whose ``.local/run`` contains the servers' state; defaults to
@@ -546,7 +546,7 @@ def _ferretdb_inputs(layout: _Layout) -> list[Path]:
     inputs = [
         path for path in src.iterdir() if path.suffix == ".go" or path.name in ("go.mod", "go.sum")
     ]
-    # This module holds the build overlay, so a change here rebuilds the server too.
+    # This module contains the FerretDB patch, so a change here rebuilds the server too.
     return [*inputs, Path(__file__)]
 
 

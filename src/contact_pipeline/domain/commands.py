@@ -16,7 +16,7 @@ ActorType = Literal["user", "service", "contact", "system", "import"]
 
 
 class Actor(BaseModel):
-    """Who issued a command."""
+    """The issuer of a command."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,7 +50,7 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
 
 @dataclass(frozen=True)
 class SourcePosition:
-    """Where a message was read from, for logs and dead-letter headers."""
+    """Topic, partition and offset of a message, for logs and dead-letter headers."""
 
     topic: str
     partition: int
@@ -82,7 +82,7 @@ def decode(raw: bytes | None, key: bytes | None, position: SourcePosition) -> De
     """Decode raw message bytes far enough to address a result.
 
     A command whose id and tenant can be read gets a result even if the rest is
-    invalid; anything less cannot be answered and is dead-lettered.
+    invalid. Anything less has no address for a result and is dead-lettered.
     """
     if raw is None:
         return Undecodable(

@@ -44,7 +44,7 @@ class CommunicationChannels(_Model):
 
 
 class Preferences(_Model):
-    """How and how often the contact wants to be contacted."""
+    """Channels, frequency and time zone the contact chose for messages."""
 
     communication_channels: CommunicationChannels | None = None
     frequency: Frequency | None = None
@@ -52,7 +52,7 @@ class Preferences(_Model):
 
 
 class Metadata(_Model):
-    """Where the contact came from and how it is tagged."""
+    """Source and tags of the contact."""
 
     source: Source | None = None
     tags: list[str] | None = Field(default=None, max_length=100)

@@ -20,7 +20,7 @@ class FieldError(PipelineError):
 
     `code` is machine-readable (``invalid_email``, ``invalid_phone`` and so on),
     `field` is the JSON path of the value in the payload (``email``,
-    ``preferences.timezone``) and `reason` says what is wrong and what to do.
+    ``preferences.timezone``) and `reason` states what is wrong and what to do.
     """
 
     retriable = False

@@ -1,9 +1,9 @@
 """Apply a batch of raw contact-command messages to the store.
 
-One batch costs a few bulk round trips, not one per command: outcomes of
-earlier deliveries and the contacts are read together (one query each on
-MongoDB, concurrent point lookups on FerretDB), and writes go out as bulk
-inserts and bulk replaces. Commands about one contact apply in arrival order:
+One batch costs a few bulk round trips, not one per command. Outcomes of
+earlier deliveries and the contacts are read together: one query each on
+MongoDB, concurrent point lookups on FerretDB. Writes go out as bulk inserts
+and bulk replaces. Commands about one contact apply in arrival order:
 each wave takes at most one command per contact, so a contact's second
 command in a batch is decided on the result of its first.
 """
@@ -238,16 +238,18 @@ class ContactBatchApplier:
         # insert both checks and claims it in one round trip.
         blocked: set[int] = set()
         first_claims: list[tuple[str, str]] = []
+        claimed_in_wave: set[str] = set()
         inserting: list[tuple[_Pending, Write]] = []
         contested: list[tuple[_Pending, Write]] = []
         for item, write in claiming:
             claim_id = claim_ids[id(write)]
-            if claim_id in (pair[0] for pair in first_claims):
+            if claim_id in claimed_in_wave:
                 # Another contact in this wave claims the same address first; the
                 # next wave reads its claim and decides.
                 blocked.add(id(write))
                 retry.append(item)
                 continue
+            claimed_in_wave.add(claim_id)
             first_claims.append((claim_id, write.document["_id"]))
             inserting.append((item, write))
         for index in await self.store.claim_email_keys(first_claims, now):
