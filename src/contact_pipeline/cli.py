@@ -166,10 +166,9 @@ def send(
 async def _send_and_collect(
     commands: list[dict[str, Any]], wait: bool, timeout: float, label: str
 ) -> dict[str, Any]:
-    from contact_pipeline.kafka.client import ResultCollector, produce_commands
+    from contact_pipeline.kafka.client import ResultCollector, command_topic, produce_commands
 
     settings = get_settings()
-    command_topic = topic_names.topic_name(topic_names.COMMANDS, settings.topic_prefix)
     result_topic = topic_names.topic_name(topic_names.RESULTS, settings.topic_prefix)
     collector = ResultCollector(settings.kafka_bootstrap_servers, result_topic) if wait else None
     if collector:
@@ -184,7 +183,7 @@ async def _send_and_collect(
         ) as bar:
             await produce_commands(
                 settings.kafka_bootstrap_servers,
-                command_topic,
+                lambda command: command_topic(command, settings.topic_prefix),
                 commands,
                 on_sent=lambda sent: bar.update(sent - bar.n),
             )

@@ -17,7 +17,21 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 from referencing import Registry, Resource
 
-COMMAND_TYPES = ("contact.create", "contact.update", "contact.delete")
+CONTACT_COMMAND_TYPES = (
+    "contact.create",
+    "contact.update",
+    "contact.delete",
+    "membership.add",
+    "membership.remove",
+    "membership.unsubscribe",
+    "membership.evaluate",
+)
+"""Command types of the contact-commands topic, all keyed by tenant and contact."""
+
+LIST_COMMAND_TYPES = ("list.create", "list.update", "list.delete")
+"""Command types of the list-commands topic, keyed by tenant and list."""
+
+COMMAND_TYPES = CONTACT_COMMAND_TYPES + LIST_COMMAND_TYPES
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     web_port: int = 6066
     """Port of the worker's HTTP endpoint (Faust web, Prometheus metrics at /metrics)."""
 
+    list_cache_max_age_seconds: float = 1.0
+    """Oldest copy of a tenant's lists a worker evaluates contact changes against."""
+
+    backfill_grace_seconds: float = 5.0
+    """Wait between a list change and its backfill's scan. Keep it above the list cache
+    age plus the longest batch, so no contact write after the scan used the old criteria."""
+
+    backfill_max_in_flight: int = 20_000
+    """Evaluate commands a backfill may have sent but not yet seen applied."""
+
+    data_dir: Path = REPOSITORY_ROOT / ".local" / "worker"
+    """Folder of the worker's local Faust state (one subfolder per app id)."""
+
     log_level: str = "INFO"
 
 

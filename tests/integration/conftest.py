@@ -21,6 +21,7 @@ from pymongo import AsyncMongoClient
 from contact_pipeline.kafka import topics as topic_names
 from contact_pipeline.kafka.client import (
     ResultCollector,
+    command_topic,
     produce_commands,
     produce_raw,
     topic_partitions,
@@ -84,7 +85,9 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         """Produce commands and return their results in the same order."""
         assert self.collector is not None
-        await produce_commands(self.servers.kafka, self.topic(topic_names.COMMANDS), commands)
+        await produce_commands(
+            self.servers.kafka, lambda c: command_topic(c, self.prefix), commands
+        )
         ids = {c["commandId"] for c in commands}
         results = await self.collector.wait_for(ids, timeout)
         missing = ids - set(results)
@@ -171,6 +174,8 @@ def pipeline_config(servers: Servers) -> Iterator[Pipeline]:
         "CONTACT_PIPELINE_APP_ID": f"contact-pipeline-test-{run_id}",
         "CONTACT_PIPELINE_WEB_ENABLED": "false",
         "CONTACT_PIPELINE_BATCH_MAX_WAIT_SECONDS": "0.05",
+        "CONTACT_PIPELINE_LIST_CACHE_MAX_AGE_SECONDS": "0.5",
+        "CONTACT_PIPELINE_BACKFILL_GRACE_SECONDS": "1.5",
     }
     specs = topic_names.load_topics(ROOT / "topics.yaml", prefix)
     try:

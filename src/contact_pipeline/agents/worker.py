@@ -21,10 +21,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from contact_pipeline import codec, metrics
 from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.errors import StoreUnavailable
+from contact_pipeline.handlers.backfill import BackfillRunner, BackfillSettings
 from contact_pipeline.handlers.batch import BatchOutput, ContactBatchApplier, RawMessage
+from contact_pipeline.handlers.lists import ListCommandApplier, ListOutput
 from contact_pipeline.kafka import topics as topic_names
 from contact_pipeline.schemas import COMMAND_TYPES, load_schemas
 from contact_pipeline.settings import Settings
+from contact_pipeline.store.catalog import ListCatalog
 from contact_pipeline.store.mongo import Store
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> faust.App:
     quiet = logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.INFO
     for name in ("pymongo", "aiokafka"):
         logging.getLogger(name).setLevel(max(quiet, logging.getLogger(name).level))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.kafka_bootstrap_servers),
@@ -56,6 +60,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         logging_config=None,
+        datadir=str(settings.data_dir / settings.app_id),
     )
     prefix = settings.topic_prefix
     commands = app.topic(
@@ -68,20 +73,53 @@ def create_app(settings: Settings) -> faust.App:
     dead_letters = app.topic(
         topic_names.topic_name(topic_names.DEAD_LETTERS, prefix), value_serializer="raw"
     )
+    list_commands = app.topic(
+        topic_names.topic_name(topic_names.LIST_COMMANDS, prefix),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    list_events = app.topic(
+        topic_names.topic_name(topic_names.LIST_EVENTS, prefix), value_serializer="raw"
+    )
+    membership_events = app.topic(
+        topic_names.topic_name(topic_names.MEMBERSHIP_EVENTS, prefix), value_serializer="raw"
+    )
     schemas = load_schemas(settings.schemas_dir)
     state: dict[str, Any] = {}
     lock = asyncio.Lock()
 
-    async def applier() -> ContactBatchApplier:
+    async def send_commands(pairs: list[tuple[bytes, dict[str, Any]]]) -> None:
+        pending = [await commands.send(key=key, value=codec.dumps(value)) for key, value in pairs]
+        await asyncio.gather(*pending)
+
+    async def announce(event: dict[str, Any]) -> None:
+        key = f"{event['tenantId']}:{event['listId']}".encode()
+        await (await list_events.send(key=key, value=codec.dumps(event)))
+
+    async def components() -> dict[str, Any]:
         # The client must be created inside the running event loop, so not at import.
         async with lock:
-            if "applier" not in state:
+            if not state:
                 store = await Store.connect(
                     settings.mongodb_uri.get_secret_value(), settings.mongodb_database
                 )
                 await store.ensure_indexes()
-                state["applier"] = ContactBatchApplier(store, schemas)
-        return state["applier"]
+                catalog = ListCatalog(store, settings.list_cache_max_age_seconds)
+                state["contacts"] = ContactBatchApplier(store, schemas, catalog=catalog)
+                state["lists"] = ListCommandApplier(store, schemas)
+                state["backfills"] = BackfillRunner(
+                    store,
+                    send_commands,
+                    announce,
+                    BackfillSettings(
+                        grace_seconds=settings.backfill_grace_seconds,
+                        max_in_flight=settings.backfill_max_in_flight,
+                    ),
+                )
+        return state
+
+    async def applier() -> ContactBatchApplier:
+        return (await components())["contacts"]
 
     @app.agent(commands, name="contact-commands")
     async def contact_commands(stream: faust.StreamT) -> None:
@@ -96,10 +134,39 @@ def create_app(settings: Settings) -> faust.App:
                 logger.exception("document store still failing; stopping the worker: %s", exc)
                 await app.crash(exc)
                 return
-            await _publish(output, results, events, dead_letters)
+            await _publish(output, results, events, dead_letters, membership_events)
             for event in batch:
                 await stream.ack(event)
             _record(messages, output, started)
+
+    @app.agent(list_commands, name="list-commands")
+    async def list_command_agent(stream: faust.StreamT) -> None:
+        async for batch in stream.noack_take(
+            settings.batch_max_messages, within=settings.batch_max_wait_seconds
+        ):
+            started = time.perf_counter()
+            messages = [_raw(event) for event in batch]
+            parts = await components()
+            try:
+                output = await _apply_with_retry(parts["lists"], messages, settings)
+            except StoreUnavailable as exc:
+                logger.exception("document store still failing; stopping the worker: %s", exc)
+                await app.crash(exc)
+                return
+            await _publish_lists(output, results, list_events, dead_letters)
+            for event in batch:
+                await stream.ack(event)
+            for backfill in output.backfills:
+                parts["backfills"].start(backfill["_id"])
+            _record(messages, output, started)  # type: ignore[arg-type]
+
+    @app.timer(interval=10.0)
+    async def resume_backfills() -> None:
+        # A backfill whose worker stopped has an expired lease; any worker takes it over.
+        try:
+            await (await components())["backfills"].resume_stopped()
+        except StoreUnavailable as exc:
+            logger.warning("could not look for stopped backfills: %s", exc)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -118,8 +185,10 @@ def _raw(event: Any) -> RawMessage:
 
 
 async def _apply_with_retry(
-    applier: ContactBatchApplier, messages: list[RawMessage], settings: Settings
-) -> BatchOutput:
+    applier: ContactBatchApplier | ListCommandApplier,
+    messages: list[RawMessage],
+    settings: Settings,
+) -> Any:
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(StoreUnavailable),
         wait=wait_exponential(multiplier=0.2, max=10),
@@ -142,13 +211,42 @@ def _log_retry(retry_state: Any) -> None:
 
 
 async def _publish(
-    output: BatchOutput, results: faust.TopicT, events: faust.TopicT, dead_letters: faust.TopicT
+    output: BatchOutput,
+    results: faust.TopicT,
+    events: faust.TopicT,
+    dead_letters: faust.TopicT,
+    membership_events: faust.TopicT,
 ) -> None:
     """Send events, dead letters and results, and wait until the broker has them all."""
     pending = []
     for event in output.events:
         key = f"{event['tenantId']}:{event['contactId']}".encode()
         pending.append(await events.send(key=key, value=codec.dumps(event)))
+    for event in output.membership_events:
+        key = f"{event['tenantId']}:{event['contactId']}".encode()
+        pending.append(await membership_events.send(key=key, value=codec.dumps(event)))
+    pending.extend(await _send_dead_letters_and_results(output, results, dead_letters))
+    # NOTE: the offsets are acknowledged only after every send is confirmed, so
+    # a crash in between republishes: consumers dedupe by event id and command id.
+    await asyncio.gather(*pending)
+
+
+async def _publish_lists(
+    output: ListOutput, results: faust.TopicT, list_events: faust.TopicT, dead_letters: faust.TopicT
+) -> None:
+    """Send list events, dead letters and results, and wait until the broker has them all."""
+    pending = []
+    for event in output.events:
+        key = f"{event['tenantId']}:{event['listId']}".encode()
+        pending.append(await list_events.send(key=key, value=codec.dumps(event)))
+    pending.extend(await _send_dead_letters_and_results(output, results, dead_letters))
+    await asyncio.gather(*pending)
+
+
+async def _send_dead_letters_and_results(
+    output: BatchOutput | ListOutput, results: faust.TopicT, dead_letters: faust.TopicT
+) -> list[Any]:
+    pending = []
     for letter in output.dead_letters:
         headers = [
             ("source-topic", letter.position.topic.encode()),
@@ -168,12 +266,12 @@ async def _publish(
         pending.append(
             await results.send(key=str(result["commandId"]).encode(), value=codec.dumps(result))
         )
-    # NOTE: the offsets are acknowledged only after every send is confirmed, so
-    # a crash in between republishes: consumers dedupe by event id and command id.
-    await asyncio.gather(*pending)
+    return pending
 
 
-def _record(messages: list[RawMessage], output: BatchOutput, started: float) -> None:
+def _record(
+    messages: list[RawMessage], output: BatchOutput | ListOutput, started: float
+) -> None:
     elapsed = time.perf_counter() - started
     metrics.BATCH_SECONDS.observe(elapsed)
     metrics.BATCH_SIZE.observe(len(messages))

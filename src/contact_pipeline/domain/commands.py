@@ -11,6 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from contact_pipeline.domain.contact import ContactCreate, ContactDelete, ContactUpdate
+from contact_pipeline.domain.lists import (
+    ListCreate,
+    ListDelete,
+    ListUpdate,
+    MembershipAdd,
+    MembershipEvaluate,
+    MembershipRemove,
+    MembershipUnsubscribe,
+)
 
 ActorType = Literal["user", "service", "contact", "system", "import"]
 
@@ -45,6 +54,13 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
     "contact.create": ContactCreate,
     "contact.update": ContactUpdate,
     "contact.delete": ContactDelete,
+    "membership.add": MembershipAdd,
+    "membership.remove": MembershipRemove,
+    "membership.unsubscribe": MembershipUnsubscribe,
+    "membership.evaluate": MembershipEvaluate,
+    "list.create": ListCreate,
+    "list.update": ListUpdate,
+    "list.delete": ListDelete,
 }
 
 

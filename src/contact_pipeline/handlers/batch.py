@@ -29,8 +29,10 @@ from contact_pipeline.handlers.contacts import (
     decide,
     is_live,
 )
+from contact_pipeline.handlers.memberships import TenantLists
 from contact_pipeline.handlers.validation import InvalidCommand, validate_command
 from contact_pipeline.schemas import CommandSchemas
+from contact_pipeline.store.catalog import ListCatalog
 from contact_pipeline.store.mongo import Store, utcnow
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class BatchOutput:
 
     results: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    membership_events: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Undecodable] = field(default_factory=list)
 
 
@@ -75,10 +78,13 @@ class ContactBatchApplier:
         store: Store,
         schemas: CommandSchemas,
         clock: Callable[[], datetime] = utcnow,
+        catalog: ListCatalog | None = None,
     ) -> None:
         self.store = store
         self.schemas = schemas
         self.clock = clock
+        self.catalog = catalog or ListCatalog(store)
+        self._lists: dict[str, TenantLists] = {}
 
     async def apply(self, messages: list[RawMessage]) -> BatchOutput:
         """Apply a batch; raises StoreUnavailable (retriable) if the store fails."""
@@ -93,9 +99,10 @@ class ContactBatchApplier:
 
         # Redelivered commands: republish the outcome stored the first time. The
         # contacts of the first wave load at the same time, to save a round of waiting.
-        stored, prefetched = await asyncio.gather(
+        stored, prefetched, counters = await asyncio.gather(
             self.store.load_results(_result_id(d) for d in decoded),
             self.store.load_contacts(_doc_ids(decoded)),
+            self.store.load_list_counts({_counter_id(d) for d in decoded}),
         )
         fresh: list[Decoded] = []
         seen: dict[str, Decoded] = {}
@@ -122,7 +129,9 @@ class ContactBatchApplier:
                 continue
             pending.append(_Pending(item, command))
 
+        self._lists = await self._load_lists(pending)
         await self._apply_in_waves(pending, new_outcomes, prefetched)
+        await self._count_members(decoded, stored, new_outcomes, counters)
 
         await self.store.save_results(list(new_outcomes.values()))
         for outcome in new_outcomes.values():
@@ -130,6 +139,49 @@ class ContactBatchApplier:
         for item in repeats:
             output.results.append(new_outcomes[_result_id(item)]["result"])
         return output
+
+    async def _load_lists(self, pending: list[_Pending]) -> dict[str, TenantLists]:
+        """Return the lists of every tenant in the batch, as fresh as the catalog allows."""
+        needed: dict[str, set[str]] = {}
+        for item in pending:
+            wanted = needed.setdefault(item.command.tenant_id, set())
+            if item.command.list_id is not None:
+                wanted.add(item.command.list_id)
+        return {
+            tenant_id: await self.catalog.tenant_lists(tenant_id, wanted)
+            for tenant_id, wanted in needed.items()
+        }
+
+    async def _count_members(
+        self,
+        decoded: list[Decoded],
+        stored: dict[str, dict[str, Any]],
+        outcomes: dict[str, dict[str, Any]],
+        counters: dict[str, dict[str, Any]],
+    ) -> None:
+        """Add the batch's member-count changes to the per-partition counters, once.
+
+        A change counts at the message where its command was first decided. The
+        counter records the last offset it covers, so a batch delivered again
+        after a crash adds nothing twice, and the same command sent again later
+        (at another offset) adds nothing at all.
+        """
+        updates: dict[str, tuple[str, int, dict[str, int]]] = {}
+        for item in decoded:
+            counter_id = _counter_id(item)
+            position = item.position
+            tenant_id, last_offset, deltas = updates.get(counter_id, (item.tenant_id, -1, {}))
+            updates[counter_id] = (tenant_id, max(last_offset, position.offset), deltas)
+            if position.offset <= counters.get(counter_id, {}).get("offset", -1):
+                continue
+            outcome = stored.get(_result_id(item)) or outcomes.get(_result_id(item))
+            if outcome is None or outcome.get("origin") != _origin(position):
+                continue
+            for list_id, delta in (outcome.get("listDelta") or {}).items():
+                deltas[list_id] = deltas.get(list_id, 0) + delta
+        for counter_id, (tenant_id, offset, deltas) in updates.items():
+            if offset > counters.get(counter_id, {}).get("offset", -1):
+                await self.store.add_list_counts(counter_id, tenant_id, offset, deltas)
 
     async def _apply_in_waves(
         self,
@@ -178,7 +230,12 @@ class ContactBatchApplier:
         writes: list[tuple[_Pending, Write]] = []
         for item in wave:
             try:
-                decision = decide(docs.get(item.command.doc_id), item.command, now)
+                decision = decide(
+                    docs.get(item.command.doc_id),
+                    item.command,
+                    now,
+                    self._lists.get(item.command.tenant_id),
+                )
             except CommandRejected as exc:
                 outcomes[_result_id(item.decoded)] = self._rejected(item.decoded, exc)
                 continue
@@ -187,6 +244,7 @@ class ContactBatchApplier:
                     item, decision, docs[item.command.doc_id]
                 )
                 continue
+            decision.document["_commands"][-1]["origin"] = _origin(item.decoded.position)
             writes.append((item, decision))
 
         retry: list[_Pending] = []
@@ -322,6 +380,7 @@ class ContactBatchApplier:
             event=write.event,
             merged=write.merged,
         )
+        _add_memberships(outcome, write.membership_events, write.list_delta, write.document)
         if write.ignored_fields:
             outcome["result"]["ignoredFields"] = write.ignored_fields
         return outcome
@@ -338,7 +397,7 @@ class ContactBatchApplier:
             event = build_event(
                 item.command.envelope, event_type, doc, entry["changedFields"], entry["at"]
             )
-        return self._outcome(
+        outcome = self._outcome(
             item.decoded,
             "applied",
             entry["code"],
@@ -349,6 +408,10 @@ class ContactBatchApplier:
             event=event,
             merged=entry["code"] == "merged",
         )
+        _add_memberships(
+            outcome, entry.get("membershipEvents") or [], entry.get("listDelta") or {}, entry
+        )
+        return outcome
 
     def _rejected(self, decoded: Decoded, exc: CommandRejected) -> dict[str, Any]:
         errors = []
@@ -437,6 +500,39 @@ def _republish(output: BatchOutput, stored: dict[str, Any]) -> None:
     output.results.append(stored["result"])
     if stored.get("event") is not None:
         output.events.append(stored["event"])
+    output.membership_events.extend(stored.get("membershipEvents") or [])
+
+
+def _add_memberships(
+    outcome: dict[str, Any],
+    events: list[dict[str, Any]],
+    delta: dict[str, int],
+    source: dict[str, Any],
+) -> None:
+    """Attach membership events and count changes to an outcome, with the message that made them.
+
+    ``source`` is the written document or the history entry; either holds the
+    origin of the command in its last or own history entry.
+    """
+    entry = source["_commands"][-1] if "_commands" in source else source
+    outcome["origin"] = entry.get("origin")
+    if events:
+        outcome["membershipEvents"] = events
+        outcome["result"]["membershipChanges"] = [
+            {"listId": event["listId"], "type": event["type"], "reason": event["reason"]}
+            for event in events
+        ]
+    if delta:
+        outcome["listDelta"] = delta
+
+
+def _origin(position: SourcePosition) -> list[Any]:
+    return [position.topic, position.partition, position.offset]
+
+
+def _counter_id(decoded: Decoded) -> str:
+    position = decoded.position
+    return f"{decoded.tenant_id}:{position.topic}:{position.partition}"
 
 
 def _applied_message(write: Write) -> str:

@@ -16,6 +16,15 @@ from typing import Any
 from contact_pipeline.domain.commands import Envelope
 from contact_pipeline.domain.contact import DEFAULT_PREFERENCES
 from contact_pipeline.domain.errors import CommandRejected
+from contact_pipeline.handlers.memberships import (
+    MembershipChange,
+    TenantLists,
+    apply_membership_command,
+    drop_on_delete,
+    evaluate_dynamic,
+    list_delta,
+    membership_events,
+)
 
 COMMAND_HISTORY_SIZE = 50
 """Command ids kept on each contact document. They make a redelivery that
@@ -42,6 +51,8 @@ class ContactCommand:
 
     expected_version: int | None = None
     if_exists: str = "reject"
+    list_id: str | None = None
+    """The list of a membership command."""
 
     @property
     def type(self) -> str:
@@ -72,6 +83,9 @@ class Write:
     release_email_key: str | None = None
     merged: bool = False
     ignored_fields: list[str] = field(default_factory=list)
+    membership_events: list[dict[str, Any]] = field(default_factory=list)
+    list_delta: dict[str, int] = field(default_factory=dict)
+    """Change of each list's active member count that this write makes."""
 
 
 @dataclass
@@ -104,9 +118,16 @@ def event_id(tenant_id: str, command_id: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{tenant_id}\n{command_id}"))
 
 
-def decide(doc: dict[str, Any] | None, command: ContactCommand, now: datetime) -> Decision:
+def decide(
+    doc: dict[str, Any] | None,
+    command: ContactCommand,
+    now: datetime,
+    lists: TenantLists | None = None,
+) -> Decision:
     """Decide the outcome of one contact command against the stored document.
 
+    ``lists`` are the tenant's lists: a contact change is evaluated against
+    the dynamic ones in the same write, and membership commands check theirs.
     Raises :class:`CommandRejected` when the command cannot apply to this state.
     """
     if doc is not None:
@@ -114,13 +135,61 @@ def decide(doc: dict[str, Any] | None, command: ContactCommand, now: datetime) -
         if entry is not None:
             return AlreadyApplied(command, entry)
 
+    lists = lists or TenantLists()
+    if command.type.startswith("membership."):
+        return _decide_membership(doc, command, now, lists)
     if command.type == "contact.create":
-        return _decide_create(doc, command, now)
-    if command.type == "contact.update":
-        return _decide_update(doc, command, now)
-    if command.type == "contact.delete":
-        return _decide_delete(doc, command, now)
-    raise CommandRejected("invalid_command", f"unsupported command type {command.type!r}")
+        write = _decide_create(doc, command, now)
+        if doc is not None and not is_live(doc) and doc.get("lists"):
+            # A contact created again keeps the unsubscribes of the deleted one.
+            write.document["lists"] = copy.deepcopy(doc["lists"])
+    elif command.type == "contact.update":
+        write = _decide_update(doc, command, now)
+    elif command.type == "contact.delete":
+        write = _decide_delete(doc, command, now)
+        assert doc is not None  # a delete of a missing contact was rejected above
+        _attach_memberships(write, drop_on_delete(doc, write.document), now)
+        return write
+    else:
+        raise CommandRejected("invalid_command", f"unsupported command type {command.type!r}")
+
+    if write.code != "unchanged":
+        _attach_memberships(write, evaluate_dynamic(write.document, lists.dynamic(), now), now)
+    return write
+
+
+def _decide_membership(
+    doc: dict[str, Any] | None, command: ContactCommand, now: datetime, lists: TenantLists
+) -> Write:
+    assert command.list_id is not None
+    doc = _require_live(doc, command, "does not exist or was deleted; create it first")
+    document = copy.deepcopy(doc)
+    changes = apply_membership_command(
+        document, command.envelope, command.list_id, command.fields, lists.get(command.list_id), now
+    )
+    if not changes:
+        return _write(command, document, doc["version"], "unchanged", None, [], now)
+    document["version"] = doc["version"] + 1
+    own = [change for change in changes if change.list_id == command.list_id] or changes
+    code = own[-1].event_type.removeprefix("membership.")
+    write = _write(command, document, doc["version"], code, None, [], now)
+    _attach_memberships(write, changes, now)
+    return write
+
+
+def _attach_memberships(write: Write, changes: list[MembershipChange], now: datetime) -> None:
+    """Record membership changes on a write and in the command's history entry."""
+    if not changes:
+        return
+    document = write.document
+    write.membership_events = membership_events(
+        write.command.envelope, document["id"], document["version"], changes, now
+    )
+    write.list_delta = list_delta(changes)
+    entry = document["_commands"][-1]
+    entry["version"] = document["version"]
+    entry["listDelta"] = write.list_delta
+    entry["membershipEvents"] = write.membership_events
 
 
 def is_live(doc: dict[str, Any] | None) -> bool:
@@ -256,6 +325,8 @@ def _require_live(
         raise CommandRejected(
             "contact_not_found",
             f"contact {command.contact_id} {problem}",
+            field="payload.contactId",
+            value=command.contact_id,
             contactId=command.contact_id,
         )
     return doc

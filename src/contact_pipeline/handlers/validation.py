@@ -16,7 +16,8 @@ from contact_pipeline.domain.normalize import (
     normalize_url,
 )
 from contact_pipeline.handlers.contacts import ContactCommand
-from contact_pipeline.schemas import CommandSchemas
+from contact_pipeline.store.mongo import to_utc_millis
+from contact_pipeline.schemas import CONTACT_COMMAND_TYPES, LIST_COMMAND_TYPES, CommandSchemas
 
 
 class InvalidCommand(Exception):
@@ -37,6 +38,7 @@ def validate_command(decoded: Decoded, schemas: CommandSchemas) -> ContactComman
     Raises :class:`InvalidCommand` listing every problem found, each with the
     field path, the value and the reason.
     """
+    check_topic(decoded, CONTACT_COMMAND_TYPES, "contact-commands")
     problems = schemas.validate(decoded.message)
     if problems:
         errors = [{"field": p.field, "value": p.value, "reason": p.reason} for p in problems]
@@ -58,6 +60,18 @@ def validate_command(decoded: Decoded, schemas: CommandSchemas) -> ContactComman
             for err in exc.errors()
         ]
         raise InvalidCommand("invalid_command", "command failed model validation", errors) from exc
+
+    if envelope.type.startswith("membership."):
+        return ContactCommand(
+            envelope=envelope,
+            contact_id=envelope.payload["contactId"],
+            fields={
+                key: value
+                for key, value in envelope.payload.items()
+                if key not in ("contactId", "listId")
+            },
+            list_id=envelope.payload["listId"],
+        )
 
     if envelope.type == "contact.update":
         fields = envelope.payload["changes"]
@@ -90,6 +104,33 @@ def validate_command(decoded: Decoded, schemas: CommandSchemas) -> ContactComman
         expected_version=getattr(payload, "expected_version", None),
         if_exists=getattr(payload, "if_exists", "reject"),
     )
+
+
+def check_topic(decoded: Decoded, allowed: tuple[str, ...], topic: str) -> None:
+    """Reject a known command type sent to the wrong topic, naming the right one."""
+    command_type = decoded.message.get("type")
+    if command_type in allowed or command_type not in CONTACT_COMMAND_TYPES + LIST_COMMAND_TYPES:
+        return
+    right = "list-commands" if command_type in LIST_COMMAND_TYPES else "contact-commands"
+    raise InvalidCommand(
+        "wrong_topic",
+        f"{command_type} commands belong on the {right} topic, not {topic}; send it there",
+        [{"field": "type", "value": command_type, "reason": f"send it to {right}"}],
+    )
+
+
+def parse_envelope(decoded: Decoded, schemas: CommandSchemas) -> Envelope:
+    """Check a command against its schema and return its envelope, or raise InvalidCommand."""
+    problems = schemas.validate(decoded.message)
+    if problems:
+        errors = [{"field": p.field, "value": p.value, "reason": p.reason} for p in problems]
+        first = problems[0]
+        raise InvalidCommand(
+            "invalid_command",
+            f"command does not match its schema: {first.field}: {first.reason}",
+            errors,
+        )
+    return Envelope.model_validate(decoded.message)
 
 
 def normalise_fields(
@@ -128,6 +169,13 @@ def normalise_fields(
         except FieldError as exc:
             errors.append(exc)
         result["preferences"] = preferences
+
+    metadata = result.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("lastEngagement"), str):
+        # Stored as a date, so criteria compare it with other dates, not as text.
+        metadata = dict(metadata)
+        metadata["lastEngagement"] = to_utc_millis(metadata["lastEngagement"])
+        result["metadata"] = metadata
 
     profiles = result.get("socialProfiles")
     if isinstance(profiles, dict):

@@ -13,17 +13,31 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contact_pipeline import codec
+from contact_pipeline.kafka import topics as topic_names
 
 logger = logging.getLogger(__name__)
 
 
 def command_key(command: dict[str, Any]) -> bytes:
-    """Return the partition key of a command: ``<tenantId>:<contactId>``.
+    """Return the partition key of a command: ``<tenantId>:<contactId>``, or the list for lists.
 
     Every command about one contact shares it, so they apply in order.
     """
     payload = command.get("payload") if isinstance(command.get("payload"), dict) else {}
+    if is_list_command(command):
+        return f"{command.get('tenantId')}:{payload.get('listId')}".encode()
     return f"{command.get('tenantId')}:{payload.get('contactId')}".encode()
+
+
+def is_list_command(command: dict[str, Any]) -> bool:
+    """Tell whether a command belongs on the list-commands topic."""
+    return str(command.get("type", "")).startswith("list.")
+
+
+def command_topic(command: dict[str, Any], prefix: str) -> str:
+    """Return the topic a command belongs on: list-commands or contact-commands."""
+    base = topic_names.LIST_COMMANDS if is_list_command(command) else topic_names.COMMANDS
+    return topic_names.topic_name(base, prefix)
 
 
 async def topic_partitions(
@@ -111,11 +125,14 @@ class ResultCollector:
 
 async def produce_commands(
     bootstrap_servers: str,
-    topic: str,
+    topic: str | Callable[[dict[str, Any]], str],
     commands: Iterable[dict[str, Any]],
     on_sent: Callable[[int], None] | None = None,
 ) -> int:
-    """Send commands keyed by tenant and contact; return how many the broker acknowledged."""
+    """Send commands keyed by tenant and contact (or list); return how many the broker acknowledged.
+
+    ``topic`` is a topic name, or a function that picks the topic of each command.
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         acks="all",
@@ -129,7 +146,11 @@ async def produce_commands(
         futures: list[asyncio.Future[Any]] = []
         for command in commands:
             futures.append(
-                await producer.send(topic, key=command_key(command), value=codec.dumps(command))
+                await producer.send(
+                    topic if isinstance(topic, str) else topic(command),
+                    key=command_key(command),
+                    value=codec.dumps(command),
+                )
             )
             if len(futures) >= 1000:
                 await asyncio.gather(*futures)

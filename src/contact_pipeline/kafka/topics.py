@@ -18,6 +18,9 @@ COMMANDS = "contact-commands"
 RESULTS = "contact-command-results"
 EVENTS = "contact-events"
 DEAD_LETTERS = "contact-commands-dlq"
+LIST_COMMANDS = "list-commands"
+LIST_EVENTS = "list-events"
+MEMBERSHIP_EVENTS = "membership-events"
 
 
 @dataclass(frozen=True)

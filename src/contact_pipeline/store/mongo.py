@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import AsyncMongoClient, InsertOne, ReplaceOne
@@ -43,6 +43,10 @@ class Store:
         self.contacts = self.db["contacts"]
         self.email_keys = self.db["email_keys"]
         self.command_results = self.db["command_results"]
+        self.lists = self.db["lists"]
+        self.backfills = self.db["backfills"]
+        self.list_counts = self.db["list_counts"]
+        """Active member counts per list, one document per tenant and command partition."""
 
     @classmethod
     async def connect(cls, uri: str, database: str, *, timeout_ms: int = 10_000) -> Store:
@@ -154,6 +158,104 @@ class Store:
             if stored.get(doc["_id"], {}).get("version") != doc["version"]
         }
 
+    async def load_tenant_lists(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Return every list document of a tenant, deleted ones included."""
+        cursor = self.lists.find({"tenantId": tenant_id}, {"_commands": 0})
+        return list(await self._guard(cursor.to_list(None)))
+
+    async def load_list(self, doc_id: str) -> dict[str, Any] | None:
+        """Return one list document by ``<tenant>:<listId>``."""
+        return await self._guard(self.lists.find_one({"_id": doc_id}))
+
+    async def save_list(self, document: dict[str, Any], previous_version: int | None) -> bool:
+        """Insert or replace a list; False if another writer changed it first."""
+        if previous_version is None:
+            return not await self._insert_unordered(self.lists, [document])
+        query: dict[str, Any] = {"_id": document["_id"]}
+        if not self.ferretdb:
+            query["version"] = previous_version
+        result = await self._guard(self.lists.replace_one(query, document))
+        return bool(result.matched_count)
+
+    async def load_list_counts(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Return member-count documents by id (``<tenant>:<topic>:<partition>``)."""
+        return await self._find_by_ids(self.list_counts, ids)
+
+    async def add_list_counts(
+        self, doc_id: str, tenant_id: str, offset: int, deltas: dict[str, int]
+    ) -> None:
+        """Add member-count changes and record the last source offset they cover.
+
+        One single-document update, so the counts and the offset move together.
+        """
+        update: dict[str, Any] = {"$set": {"tenantId": tenant_id, "offset": offset}}
+        if deltas:
+            update["$inc"] = {f"counts.{list_id}": delta for list_id, delta in deltas.items()}
+        await self._guard(self.list_counts.update_one({"_id": doc_id}, update, upsert=True))
+
+    async def list_member_counts(self, tenant_id: str) -> dict[str, int]:
+        """Return the active member count of every list of a tenant that has members."""
+        totals: dict[str, int] = {}
+        async for doc in self.list_counts.find({"tenantId": tenant_id}):
+            for list_id, count in doc.get("counts", {}).items():
+                totals[list_id] = totals.get(list_id, 0) + count
+        return totals
+
+    async def save_backfill(self, document: dict[str, Any]) -> None:
+        """Record a backfill; one recorded before under this id is kept as it was."""
+        await self._insert_unordered(self.backfills, [document])
+
+    async def load_backfill(self, backfill_id: str) -> dict[str, Any] | None:
+        """Return one backfill by id."""
+        return await self._guard(self.backfills.find_one({"_id": backfill_id}))
+
+    async def claim_backfill(
+        self, backfill_id: str, owner: str, now: datetime, lease_seconds: float
+    ) -> dict[str, Any] | None:
+        """Take a queued backfill, or one whose runner stopped renewing its lease.
+
+        Returns the backfill if this owner holds it now, else None.
+        """
+        query = {
+            "_id": backfill_id,
+            "status": {"$in": ["queued", "running"]},
+            "$or": [{"leaseUntil": {"$exists": False}}, {"leaseUntil": {"$lt": now}}],
+        }
+        update = {
+            "$set": {
+                "status": "running",
+                "owner": owner,
+                "leaseUntil": now + timedelta(seconds=lease_seconds),
+                "updatedAt": now,
+            }
+        }
+        result = await self._guard(self.backfills.update_one(query, update))
+        if not result.modified_count:
+            return None
+        return await self.load_backfill(backfill_id)
+
+    async def update_backfill(self, backfill_id: str, owner: str, fields: dict[str, Any]) -> bool:
+        """Set progress fields of a backfill this owner holds; False if it lost the lease."""
+        result = await self._guard(
+            self.backfills.update_one({"_id": backfill_id, "owner": owner}, {"$set": fields})
+        )
+        return bool(result.matched_count)
+
+    async def open_backfills(self) -> list[dict[str, Any]]:
+        """Return the backfills that are queued or running."""
+        cursor = self.backfills.find({"status": {"$in": ["queued", "running"]}})
+        return list(await self._guard(cursor.to_list(None)))
+
+    async def count_results(self, tenant_id: str, correlation_id: str) -> int:
+        """Count the stored outcomes of one job."""
+        return int(
+            await self._guard(
+                self.command_results.count_documents(
+                    {"tenantId": tenant_id, "correlationId": correlation_id}
+                )
+            )
+        )
+
     async def save_results(self, documents: list[dict[str, Any]]) -> None:
         """Store command outcomes; an outcome stored before is kept as it was."""
         if documents:
@@ -209,6 +311,12 @@ def utcnow() -> datetime:
     """Return the current time in UTC with millisecond precision, as BSON stores it."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def to_utc_millis(text: str) -> datetime:
+    """Parse an RFC 3339 time (already schema-checked) into UTC at BSON's millisecond precision."""
+    parsed = datetime.fromisoformat(text).astimezone(UTC)
+    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 
 def _redact(uri: str) -> str:
