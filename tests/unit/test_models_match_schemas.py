@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from contact_pipeline.domain.commands import Envelope
+from contact_pipeline.domain.commands import PAYLOAD_MODELS, Envelope
 from contact_pipeline.domain.contact import (
     ContactCreate,
     ContactDelete,
     ContactFields,
     ContactUpdate,
 )
-from contact_pipeline.schemas import load_schemas
+from contact_pipeline.domain.lists import ListFields
+from contact_pipeline.schemas import COMMAND_TYPES, load_schemas
 from tests.factories import command, create
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -89,21 +90,30 @@ def compare(
         (ContactCreate, payload_schema("contact.create")),
         (ContactUpdate, payload_schema("contact.update")),
         (ContactDelete, payload_schema("contact.delete")),
+        (ListFields, schema("list-fields.json")),
+        *[
+            (PAYLOAD_MODELS[name], payload_schema(name))
+            for name in COMMAND_TYPES
+            if not name.startswith("contact.")
+        ],
     ],
-    ids=["fields", "create", "update", "delete"],
+    ids=[
+        "fields",
+        "create",
+        "update",
+        "delete",
+        "list-fields",
+        *[name for name in COMMAND_TYPES if not name.startswith("contact.")],
+    ],
 )
 def test_model_fields_match_schema(model, json_node):
     root = model_properties(model)
     assert compare(json_node, root, root, model.__name__) == []
 
 
-@pytest.mark.parametrize("command_type", ["contact.create", "contact.update", "contact.delete"])
+@pytest.mark.parametrize("command_type", COMMAND_TYPES)
 def test_required_payload_fields_match(command_type):
-    model = {
-        "contact.create": ContactCreate,
-        "contact.update": ContactUpdate,
-        "contact.delete": ContactDelete,
-    }[command_type]
+    model = PAYLOAD_MODELS[command_type]
     required_in_model = set(model_properties(model).get("required", []))
     assert required_in_model == set(payload_schema(command_type)["required"])
 
@@ -132,17 +142,41 @@ SAMPLES = [
     command("contact.update", {"contactId": "c1", "changes": {"firstName": 5}}),
     command("contact.delete", {"contactId": "c1", "expectedVersion": 2}),
     command("contact.delete", {"contactId": "c1", "extra": True}),
+    command("list.create", {"listId": "l1", "name": "News", "type": "static"}),
+    command("list.create", {"listId": "l1", "name": "News", "type": "smart"}),
+    command("list.create", {"listId": "l1", "name": "", "type": "static"}),
+    command(
+        "list.create",
+        {"listId": "l1", "name": "N", "type": "static", "communicationMethod": {"type": "fax"}},
+    ),
+    command(
+        "list.create",
+        {
+            "listId": "l1",
+            "name": "N",
+            "type": "static",
+            "integrations": [{"externalSystem": "mailchimp", "syncDirection": "push"}],
+        },
+    ),
+    command("list.update", {"listId": "l1", "changes": {"visibility": "public"}}),
+    command("list.update", {"listId": "l1", "changes": {"type": "dynamic"}}),
+    command("list.delete", {"listId": "l1"}),
+    command("membership.add", {"contactId": "c1", "listId": "l1", "source": "import"}),
+    command("membership.add", {"contactId": "c1", "listId": "l1", "source": "dynamic"}),
+    command(
+        "membership.add",
+        {"contactId": "c1", "listId": "l1", "preferences": {"frequency": "hourly"}},
+    ),
+    command("membership.remove", {"contactId": "c1", "listId": "l1", "notes": "left company"}),
+    command("membership.unsubscribe", {"contactId": "c1", "listId": "l 1"}),
+    command("membership.evaluate", {"contactId": "c1", "listId": "l1", "backfillId": "bf-1"}),
 ]
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=range(len(SAMPLES)))
 def test_schema_and_model_accept_same_samples(message):
     schema_accepts = not load_schemas(SCHEMAS_DIR).validate(message)
-    model = {
-        "contact.create": ContactCreate,
-        "contact.update": ContactUpdate,
-        "contact.delete": ContactDelete,
-    }[message["type"]]
+    model = PAYLOAD_MODELS[message["type"]]
     try:
         model.model_validate(message["payload"])
         model_accepts = True
