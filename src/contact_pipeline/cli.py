@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from tqdm import tqdm
@@ -34,6 +34,11 @@ dev_app = typer.Typer(
 )
 app.add_typer(topics_app, name="topics")
 app.add_typer(dev_app, name="dev")
+lists_app = typer.Typer(
+    help="Read lists with their exact member counts, backfill progress and members.",
+    no_args_is_help=True,
+)
+app.add_typer(lists_app, name="lists")
 
 logger = logging.getLogger("contact_pipeline.cli")
 
@@ -52,7 +57,7 @@ def _setup_logging(level: str = "INFO") -> None:
     )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
@@ -472,6 +477,111 @@ async def _summary(tenant: str, import_ids: list[str]) -> dict[str, Any]:
         return report
     finally:
         await store.close()
+
+
+def _criteria_argument(text: str) -> Any:
+    """Read criteria given as JSON text or as @FILE."""
+    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        _fail(f"criteria are not valid JSON: {exc}; give a JSON object or @FILE")
+
+
+@app.command()
+def search(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    criteria: Annotated[
+        str,
+        typer.Argument(
+            help='Criteria as JSON, e.g. \'{"logic":"and","conditions":[{"field":"company",'
+            '"operator":"equals","value":"Acme"}]}\', or @FILE.'
+        ),
+    ],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Contacts per page.")] = 100,
+    after: Annotated[
+        str | None, typer.Option(help="Contact id the previous page ended with.")
+    ] = None,
+) -> None:
+    """Print one page of the tenant's contacts matching criteria, one JSON object per line."""
+    from contact_pipeline.domain.criteria import parse_criteria
+    from contact_pipeline.domain.errors import FieldError
+
+    try:
+        parsed = parse_criteria(_criteria_argument(criteria), field="criteria")
+    except FieldError as exc:
+        _fail(f"{exc.field}: {exc.reason} (value: {exc.value!r})")
+    page = asyncio.run(_search(tenant, parsed, limit, after))
+    for contact in page.contacts:
+        typer.echo(json.dumps(contact, ensure_ascii=False, default=str))
+    if page.next_cursor:
+        typer.echo(f"more results: add --after {page.next_cursor}", err=True)
+
+
+async def _search(tenant: str, criteria: Any, limit: int, after: str | None) -> Any:
+    from contact_pipeline.store.mongo import Store
+    from contact_pipeline.store.search import search_contacts
+
+    settings = get_settings()
+    store = await Store.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    try:
+        return await search_contacts(store, tenant, criteria, limit=limit, after=after)
+    finally:
+        await store.close()
+
+
+@lists_app.command("show")
+def lists_show(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    list_id: Annotated[str | None, typer.Argument(help="List id; all lists when left out.")] = None,
+) -> None:
+    """Print lists as JSON with metadata.contactCount and the latest backfill."""
+    for item in asyncio.run(_lists_show(tenant, list_id)):
+        typer.echo(json.dumps(item, ensure_ascii=False, default=str))
+
+
+async def _lists_show(tenant: str, list_id: str | None) -> list[dict[str, Any]]:
+    from contact_pipeline.handlers.lists import public_list
+    from contact_pipeline.store.mongo import Store
+
+    settings = get_settings()
+    store = await Store.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    try:
+        documents = await store.load_tenant_lists(tenant)
+        counts = await store.list_member_counts(tenant)
+        backfills = await store.tenant_backfills(tenant)
+    finally:
+        await store.close()
+    shown = []
+    for doc in sorted(documents, key=lambda d: d["id"]):
+        if list_id is not None and doc["id"] != list_id:
+            continue
+        item = public_list(doc)
+        item["metadata"]["contactCount"] = counts.get(doc["id"], 0)
+        latest = backfills.get(doc["id"])
+        if latest is not None:
+            item["backfill"] = {
+                key: latest.get(key)
+                for key in (
+                    "_id",
+                    "status",
+                    "reason",
+                    "scanned",
+                    "queued",
+                    "applied",
+                    "membersBefore",
+                    "membersAfter",
+                    "createdAt",
+                    "completedAt",
+                )
+                if latest.get(key) is not None
+            }
+        shown.append(item)
+    if list_id is not None and not shown:
+        _fail(
+            f"list {list_id} not found in tenant {tenant}; `lists show --tenant {tenant}` lists all"
+        )
+    return shown
 
 
 @dev_app.command("up")

@@ -84,9 +84,11 @@ async def membership_events(pipeline: Any, tenant: str, contact_id: str) -> list
 
 async def test_static_add_and_remove_publish_events_and_keep_count(pipeline, tenant):
     contact = new_id()
-    await applied(pipeline, new_list(tenant, "news"), command(
-        "contact.create", create(contact, f"{contact}@example.com"), tenant=tenant
-    ))
+    await applied(
+        pipeline,
+        new_list(tenant, "news"),
+        command("contact.create", create(contact, f"{contact}@example.com"), tenant=tenant),
+    )
 
     added = await applied(
         pipeline, membership(tenant, "add", contact, "news", notes="met at expo", source="import")
@@ -113,9 +115,11 @@ async def test_static_add_and_remove_publish_events_and_keep_count(pipeline, ten
 
 async def test_same_membership_command_twice_counts_once(pipeline, tenant):
     contact = new_id()
-    await applied(pipeline, new_list(tenant, "news"), command(
-        "contact.create", create(contact, f"{contact}@example.com"), tenant=tenant
-    ))
+    await applied(
+        pipeline,
+        new_list(tenant, "news"),
+        command("contact.create", create(contact, f"{contact}@example.com"), tenant=tenant),
+    )
     add = membership(tenant, "add", contact, "news")
     await applied(pipeline, add)
     again = await pipeline.send_again(add)
@@ -177,7 +181,9 @@ async def test_contact_changes_move_it_in_and_out_of_dynamic_lists_in_order(pipe
     created = await applied(
         pipeline,
         command(
-            "contact.create", create(contact, f"{contact}@example.com", company="Acme"), tenant=tenant
+            "contact.create",
+            create(contact, f"{contact}@example.com", company="Acme"),
+            tenant=tenant,
         ),
     )
     assert created[0]["membershipChanges"] == [
@@ -189,9 +195,15 @@ async def test_contact_changes_move_it_in_and_out_of_dynamic_lists_in_order(pipe
 
     await applied(
         pipeline,
-        command("contact.update", {"contactId": contact, "changes": {"company": "Other"}}, tenant=tenant),
-        command("contact.update", {"contactId": contact, "changes": {"company": "Acme"}}, tenant=tenant),
-        command("contact.update", {"contactId": contact, "changes": {"company": "Else"}}, tenant=tenant),
+        command(
+            "contact.update", {"contactId": contact, "changes": {"company": "Other"}}, tenant=tenant
+        ),
+        command(
+            "contact.update", {"contactId": contact, "changes": {"company": "Acme"}}, tenant=tenant
+        ),
+        command(
+            "contact.update", {"contactId": contact, "changes": {"company": "Else"}}, tenant=tenant
+        ),
     )
     events = await membership_events(pipeline, tenant, contact)
     assert [(e["type"], e["reason"]) for e in events] == [
@@ -215,8 +227,12 @@ async def test_dynamic_rule_and_import_never_readd_an_unsubscribed_contact(pipel
 
     await applied(
         pipeline,
-        command("contact.update", {"contactId": contact, "changes": {"company": "Other"}}, tenant=tenant),
-        command("contact.update", {"contactId": contact, "changes": {"company": "Acme"}}, tenant=tenant),
+        command(
+            "contact.update", {"contactId": contact, "changes": {"company": "Other"}}, tenant=tenant
+        ),
+        command(
+            "contact.update", {"contactId": contact, "changes": {"company": "Acme"}}, tenant=tenant
+        ),
         command(
             "contact.create",
             create(contact, email, company="Acme", ifExists="merge"),
@@ -226,7 +242,9 @@ async def test_dynamic_rule_and_import_never_readd_an_unsubscribed_contact(pipel
     )
     rejected = await pipeline.send_one(membership(tenant, "add", contact, "acme", "import"))
     assert rejected["code"] == "unsubscribed_from_list"
-    assert (await contact_doc(pipeline, tenant, contact))["lists"]["acme"]["status"] == "unsubscribed"
+    assert (await contact_doc(pipeline, tenant, contact))["lists"]["acme"][
+        "status"
+    ] == "unsubscribed"
     await assert_count_exact(pipeline, tenant, "acme", 0)
 
     # A criteria change backfills every contact, and still leaves this one out.
@@ -234,13 +252,24 @@ async def test_dynamic_rule_and_import_never_readd_an_unsubscribed_contact(pipel
         pipeline,
         command(
             "list.update",
-            {"listId": "acme", "changes": {"criteria": {"logic": "or", "conditions": [
-                {"field": "company", "operator": "contains", "value": "acm"}]}}},
+            {
+                "listId": "acme",
+                "changes": {
+                    "criteria": {
+                        "logic": "or",
+                        "conditions": [
+                            {"field": "company", "operator": "contains", "value": "acm"}
+                        ],
+                    }
+                },
+            },
             tenant=tenant,
         ),
     )
     await wait_backfill(pipeline, changed[0]["backfillId"])
-    assert (await contact_doc(pipeline, tenant, contact))["lists"]["acme"]["status"] == "unsubscribed"
+    assert (await contact_doc(pipeline, tenant, contact))["lists"]["acme"][
+        "status"
+    ] == "unsubscribed"
     await assert_count_exact(pipeline, tenant, "acme", 0)
 
 
@@ -263,17 +292,24 @@ async def test_new_list_and_criteria_change_backfill_existing_contacts(pipeline,
     done = await wait_backfill(pipeline, created[0]["backfillId"])
     assert done["status"] == "completed"
     assert done["scanned"] == 5
-    assert done["added"] == 3
+    assert done["membersBefore"] == 0
+    assert done["membersAfter"] == 3
     assert await members(pipeline, tenant, "seg") == acme
     await assert_count_exact(pipeline, tenant, "seg", 3)
 
-    high = {"logic": "and", "conditions": [
-        {"field": "customFields.score", "operator": "greaterThan", "value": 15},
-        {"logic": "or", "conditions": [
-            {"field": "company", "operator": "in", "value": ["Globex", "Acme"]},
-            {"field": "company", "operator": "equals", "value": "Initech"},
-        ]},
-    ]}
+    high = {
+        "logic": "and",
+        "conditions": [
+            {"field": "customFields.score", "operator": "greaterThan", "value": 15},
+            {
+                "logic": "or",
+                "conditions": [
+                    {"field": "company", "operator": "in", "value": ["Globex", "Acme"]},
+                    {"field": "company", "operator": "equals", "value": "Initech"},
+                ],
+            },
+        ],
+    }
     updated = await applied(
         pipeline,
         command("list.update", {"listId": "seg", "changes": {"criteria": high}}, tenant=tenant),
@@ -311,7 +347,9 @@ async def test_deleting_a_list_or_contact_ends_memberships(pipeline, tenant):
         membership(tenant, "add", second, "news"),
         membership(tenant, "add", first, "old"),
     )
-    deleted = await applied(pipeline, command("contact.delete", {"contactId": second}, tenant=tenant))
+    deleted = await applied(
+        pipeline, command("contact.delete", {"contactId": second}, tenant=tenant)
+    )
     assert deleted[0]["membershipChanges"][0]["reason"] == "contact_deleted"
     await assert_count_exact(pipeline, tenant, "news", 1)
 
@@ -328,18 +366,28 @@ async def test_deleting_a_list_or_contact_ends_memberships(pipeline, tenant):
     ("criteria", "field", "reason_part"),
     [
         (
-            {"logic": "and", "conditions": [{"field": "shoeSize", "operator": "equals", "value": 1}]},
+            {
+                "logic": "and",
+                "conditions": [{"field": "shoeSize", "operator": "equals", "value": 1}],
+            },
             "payload.criteria.conditions[0].field",
             "customFields",
         ),
         (
-            {"logic": "and", "conditions": [{"field": "company", "operator": "like", "value": "A"}]},
+            {
+                "logic": "and",
+                "conditions": [{"field": "company", "operator": "like", "value": "A"}],
+            },
             "payload.criteria.conditions[0].operator",
             "equals",
         ),
         (
-            {"logic": "and", "conditions": [
-                {"field": "metadata.createdAt", "operator": "greaterThan", "value": "yesterday"}]},
+            {
+                "logic": "and",
+                "conditions": [
+                    {"field": "metadata.createdAt", "operator": "greaterThan", "value": "yesterday"}
+                ],
+            },
             "payload.criteria.conditions[0].value",
             "",
         ),
@@ -364,7 +412,8 @@ async def test_bad_criteria_are_rejected_with_field_value_and_reason(
 
 async def test_criteria_nested_too_deep_are_rejected(pipeline, tenant):
     criteria: dict[str, Any] = {
-        "logic": "and", "conditions": [{"field": "company", "operator": "exists", "value": True}]
+        "logic": "and",
+        "conditions": [{"field": "company", "operator": "exists", "value": True}],
     }
     for _ in range(8):
         criteria = {"logic": "or", "conditions": [criteria]}
@@ -394,8 +443,11 @@ async def test_membership_rejections_name_field_and_leave_other_data(pipeline, t
             membership(tenant, "add", removed, "news"),
             membership(tenant, "add", contact, "acme"),
             membership(tenant, "remove", contact, "acme"),
-            command("list.create", {"listId": "x", "name": "x", "type": "static",
-                                    "criteria": ACME}, tenant=tenant),
+            command(
+                "list.create",
+                {"listId": "x", "name": "x", "type": "static", "criteria": ACME},
+                tenant=tenant,
+            ),
             {**membership(tenant, "add", contact, "news"), "type": "membership.join"},
         ]
     )

@@ -41,7 +41,9 @@ async def test_two_workers_both_apply_dynamic_lists(pipeline, tenant):
     results = await applied(
         pipeline,
         *[
-            command("contact.create", create(cid, f"{cid}@example.com", company="Acme"), tenant=tenant)
+            command(
+                "contact.create", create(cid, f"{cid}@example.com", company="Acme"), tenant=tenant
+            )
             for cid in contacts
         ],
     )

@@ -59,7 +59,9 @@ def apply(doc: dict[str, Any] | None, message: dict[str, Any]) -> Write:
 
 def member(kind: str, list_id: str, actor_type: str = "user", **payload: Any) -> dict[str, Any]:
     return command(
-        f"membership.{kind}", {"contactId": "c1", "listId": list_id, **payload}, actor_type=actor_type
+        f"membership.{kind}",
+        {"contactId": "c1", "listId": list_id, **payload},
+        actor_type=actor_type,
     )
 
 
@@ -68,7 +70,9 @@ def update(**changes: Any) -> dict[str, Any]:
 
 
 def contact(**fields: Any) -> dict[str, Any]:
-    return apply(None, command("contact.create", create("c1", "anna@example.com", **fields))).document
+    return apply(
+        None, command("contact.create", create("c1", "anna@example.com", **fields))
+    ).document
 
 
 def test_create_matching_a_dynamic_list_joins_it_in_the_same_write():
@@ -201,7 +205,9 @@ def test_static_list_with_criteria_is_rejected():
     with pytest.raises(FieldError) as info:
         decide_list(
             None,
-            envelope("list.create", {"listId": "l", "name": "L", "type": "static", "criteria": ACME}),
+            envelope(
+                "list.create", {"listId": "l", "name": "L", "type": "static", "criteria": ACME}
+            ),
             NOW,
         )
     assert info.value.field == "payload.criteria"
@@ -209,7 +215,9 @@ def test_static_list_with_criteria_is_rejected():
 
 def test_dynamic_list_needs_criteria():
     with pytest.raises(FieldError) as info:
-        decide_list(None, envelope("list.create", {"listId": "l", "name": "L", "type": "dynamic"}), NOW)
+        decide_list(
+            None, envelope("list.create", {"listId": "l", "name": "L", "type": "dynamic"}), NOW
+        )
     assert "needs criteria" in info.value.reason
 
 
@@ -223,7 +231,9 @@ def test_new_criteria_start_a_backfill_and_a_rename_does_not():
     assert created.backfill is not None
     doc = created.document
 
-    renamed = decide_list(doc, envelope("list.update", {"listId": "l", "changes": {"name": "M"}}), NOW)
+    renamed = decide_list(
+        doc, envelope("list.update", {"listId": "l", "changes": {"name": "M"}}), NOW
+    )
     assert isinstance(renamed, ListWrite)
     assert renamed.backfill is None
     assert renamed.document["criteriaVersion"] == 1

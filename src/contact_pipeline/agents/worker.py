@@ -88,9 +88,9 @@ def create_app(settings: Settings) -> faust.App:
     state: dict[str, Any] = {}
     lock = asyncio.Lock()
 
-    async def send_commands(pairs: list[tuple[bytes, dict[str, Any]]]) -> None:
+    async def send_commands(pairs: list[tuple[bytes, dict[str, Any]]]) -> list[int]:
         pending = [await commands.send(key=key, value=codec.dumps(value)) for key, value in pairs]
-        await asyncio.gather(*pending)
+        return [metadata.partition for metadata in await asyncio.gather(*pending)]
 
     async def announce(event: dict[str, Any]) -> None:
         key = f"{event['tenantId']}:{event['listId']}".encode()
@@ -269,9 +269,7 @@ async def _send_dead_letters_and_results(
     return pending
 
 
-def _record(
-    messages: list[RawMessage], output: BatchOutput | ListOutput, started: float
-) -> None:
+def _record(messages: list[RawMessage], output: BatchOutput | ListOutput, started: float) -> None:
     elapsed = time.perf_counter() - started
     metrics.BATCH_SECONDS.observe(elapsed)
     metrics.BATCH_SIZE.observe(len(messages))

@@ -25,14 +25,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contact_pipeline.domain.criteria import Group, matches, parse_criteria, referenced_fields
-from contact_pipeline.store.mongo import Store, summarise_results, utcnow
+from contact_pipeline.store.mongo import Store, utcnow
 
 logger = logging.getLogger(__name__)
 
 EVALUATE_NAMESPACE = uuid.UUID("5b0e1c2d-8f3a-4e6b-9c7d-2a1b0c9d8e7f")
 
-Send = Callable[[list[tuple[bytes, dict[str, Any]]]], Awaitable[None]]
-"""Produces (key, command) pairs to the contact-commands topic and waits for the broker."""
+Send = Callable[[list[tuple[bytes, dict[str, Any]]]], Awaitable[list[int]]]
+"""Produces (key, command) pairs to the contact-commands topic, waits for the broker and
+returns the partition of each command."""
 
 Announce = Callable[[dict[str, Any]], Awaitable[None]]
 """Publishes a list event."""
@@ -135,10 +136,9 @@ class BackfillRunner:
             backfill["listId"],
             backfill["reason"],
         )
+        before = await self._members(backfill)
         scanned, queued = await self._scan(backfill, list_doc)
-        await self._wait_applied(backfill, scanned, queued)
-        summary = await summarise_results(self.store, backfill["tenantId"], backfill_id)
-        codes = summary["codes"]
+        await self._progress(backfill, scanned=scanned, queued=queued, applied=queued)
         await self._finish(
             backfill,
             "completed",
@@ -146,11 +146,15 @@ class BackfillRunner:
                 "scanned": scanned,
                 "queued": queued,
                 "applied": queued,
-                "added": codes.get("added", 0),
-                "removed": codes.get("removed", 0),
+                "membersBefore": before,
+                "membersAfter": await self._members(backfill),
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
+
+    async def _members(self, backfill: dict[str, Any]) -> int:
+        counts = await self.store.list_member_counts(backfill["tenantId"])
+        return counts.get(backfill["listId"], 0)
 
     async def _wait_for_list(self, backfill: dict[str, Any]) -> dict[str, Any] | None:
         # The backfill is recorded just before its list version; wait for that write.
@@ -177,6 +181,9 @@ class BackfillRunner:
         since = backfill["createdAt"] - timedelta(seconds=self.settings.grace_seconds)
 
         scanned = queued = 0
+        tracker = _ResultTracker(
+            self.store, self.settings.max_in_flight // self.settings.send_chunk
+        )
         chunk: list[tuple[bytes, dict[str, Any]]] = []
         last_progress = time.monotonic()
         cursor = self.store.contacts.find(query, projection, batch_size=self.settings.scan_batch)
@@ -185,34 +192,27 @@ class BackfillRunner:
             if deleted or _needs_evaluation(contact, list_id, criteria, since):
                 chunk.append(_evaluate_command(backfill, contact["id"]))
             if len(chunk) >= self.settings.send_chunk:
-                queued += await self._send(backfill, chunk, queued)
+                queued += await self._send(backfill, chunk, tracker)
                 chunk = []
             if time.monotonic() - last_progress >= self.settings.progress_interval_seconds:
                 await self._progress(backfill, scanned=scanned, queued=queued)
                 last_progress = time.monotonic()
         if chunk:
-            queued += await self._send(backfill, chunk, queued)
+            queued += await self._send(backfill, chunk, tracker)
         await self._progress(backfill, scanned=scanned, queued=queued, scanDone=True)
+        await tracker.wait_all(lambda: self._progress(backfill, scanned=scanned, queued=queued))
         return scanned, queued
 
     async def _send(
-        self, backfill: dict[str, Any], chunk: list[tuple[bytes, dict[str, Any]]], queued: int
+        self,
+        backfill: dict[str, Any],
+        chunk: list[tuple[bytes, dict[str, Any]]],
+        tracker: _ResultTracker,
     ) -> int:
-        while queued - await self.store.count_results(
-            backfill["tenantId"], backfill["_id"]
-        ) > self.settings.max_in_flight:
-            await self._progress(backfill, queued=queued)
-            await asyncio.sleep(0.5)
-        await self.send(chunk)
+        await tracker.wait_for_room(lambda: self._progress(backfill))
+        partitions = await self.send(chunk)
+        tracker.sent(backfill["tenantId"], chunk, partitions)
         return len(chunk)
-
-    async def _wait_applied(self, backfill: dict[str, Any], scanned: int, queued: int) -> None:
-        while True:
-            applied = await self.store.count_results(backfill["tenantId"], backfill["_id"])
-            await self._progress(backfill, scanned=scanned, queued=queued, applied=applied)
-            if applied >= queued:
-                return
-            await asyncio.sleep(0.5)
 
     async def _progress(self, backfill: dict[str, Any], **fields: Any) -> None:
         now = utcnow()
@@ -247,6 +247,58 @@ class BackfillRunner:
             backfill["listId"],
             " ".join(f"{key}={value}" for key, value in fields.items()),
         )
+
+
+class _ResultTracker:
+    """Tells when sent evaluate commands have been applied, with a few point reads.
+
+    A contact worker applies each partition in offset order and stores the
+    outcomes of a batch together, so once the last command sent to a partition
+    has an outcome, so do all before it there. Counting the outcomes instead
+    would scan the whole outcome collection on FerretDB, every time.
+    """
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, store: Store, max_chunks_in_flight: int) -> None:
+        self.store = store
+        self.max_chunks_in_flight = max(1, max_chunks_in_flight)
+        self.chunks: list[dict[int, str]] = []
+        """The last outcome id per partition of each chunk not known to be applied."""
+
+    def sent(
+        self, tenant_id: str, chunk: list[tuple[bytes, dict[str, Any]]], partitions: list[int]
+    ) -> None:
+        tails: dict[int, str] = {}
+        for (_, message), partition in zip(chunk, partitions, strict=True):
+            tails[partition] = f"{tenant_id}:{message['commandId']}"
+        self.chunks.append(tails)
+
+    async def wait_for_room(self, heartbeat: Callable[[], Awaitable[None]]) -> None:
+        while len(self.chunks) >= self.max_chunks_in_flight:
+            await self._wait_chunk(self.chunks[0], heartbeat)
+            self.chunks.pop(0)
+
+    async def wait_all(self, heartbeat: Callable[[], Awaitable[None]]) -> None:
+        latest: dict[int, str] = {}
+        for tails in self.chunks:
+            latest.update(tails)
+        await self._wait_chunk(latest, heartbeat)
+        self.chunks.clear()
+
+    async def _wait_chunk(
+        self, tails: dict[int, str], heartbeat: Callable[[], Awaitable[None]]
+    ) -> None:
+        waiting = set(tails.values())
+        last_beat = time.monotonic()
+        while waiting:
+            waiting -= set(await self.store.load_results(waiting))
+            if not waiting:
+                return
+            if time.monotonic() - last_beat > 2.0:
+                await heartbeat()
+                last_beat = time.monotonic()
+            await asyncio.sleep(self.POLL_SECONDS)
 
 
 def _superseded(backfill: dict[str, Any], list_doc: dict[str, Any]) -> bool:

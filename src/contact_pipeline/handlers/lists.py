@@ -159,9 +159,7 @@ def _delete(doc: dict[str, Any], envelope: Envelope, now: datetime) -> ListWrite
     return write
 
 
-def _check_criteria(
-    list_type: str, fields: dict[str, Any], path: str, *, required: bool
-) -> None:
+def _check_criteria(list_type: str, fields: dict[str, Any], path: str, *, required: bool) -> None:
     criteria = fields.get("criteria")
     if list_type == "static":
         if criteria is not None:
@@ -177,7 +175,7 @@ def _check_criteria(
             raise FieldError(
                 path,
                 None,
-                "a dynamic list needs criteria; give {\"logic\": \"and\", \"conditions\": [...]}",
+                'a dynamic list needs criteria; give {"logic": "and", "conditions": [...]}',
                 code="invalid_criteria",
             )
         return
@@ -360,7 +358,10 @@ class ListCommandApplier:
             event = None
             if doc["version"] == decision["version"]:
                 event = build_list_event(
-                    envelope, f"list.{decision['code']}", doc, decision["changedFields"],
+                    envelope,
+                    f"list.{decision['code']}",
+                    doc,
+                    decision["changedFields"],
                     decision["at"],
                 )
             return _outcome(

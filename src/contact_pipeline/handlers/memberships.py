@@ -199,9 +199,7 @@ def membership_events(
     return events
 
 
-def _evaluate_one(
-    doc: dict[str, Any], list_def: ListDef, now: datetime
-) -> MembershipChange | None:
+def _evaluate_one(doc: dict[str, Any], list_def: ListDef, now: datetime) -> MembershipChange | None:
     assert list_def.criteria is not None
     memberships = doc.setdefault("lists", {})
     entry = memberships.get(list_def.list_id)
@@ -280,7 +278,11 @@ def _add(
             value=list_def.list_id,
         )
 
-    reason = {"type": "manual", "actor": envelope.actor.model_dump(), "commandId": envelope.command_id}
+    reason = {
+        "type": "manual",
+        "actor": envelope.actor.model_dump(),
+        "commandId": envelope.command_id,
+    }
     if entry is None or unsubscribed:
         entry = {
             "status": "active",

@@ -16,8 +16,8 @@ from contact_pipeline.domain.normalize import (
     normalize_url,
 )
 from contact_pipeline.handlers.contacts import ContactCommand
-from contact_pipeline.store.mongo import to_utc_millis
 from contact_pipeline.schemas import CONTACT_COMMAND_TYPES, LIST_COMMAND_TYPES, CommandSchemas
+from contact_pipeline.store.mongo import to_utc_millis
 
 
 class InvalidCommand(Exception):

@@ -246,15 +246,14 @@ class Store:
         cursor = self.backfills.find({"status": {"$in": ["queued", "running"]}})
         return list(await self._guard(cursor.to_list(None)))
 
-    async def count_results(self, tenant_id: str, correlation_id: str) -> int:
-        """Count the stored outcomes of one job."""
-        return int(
-            await self._guard(
-                self.command_results.count_documents(
-                    {"tenantId": tenant_id, "correlationId": correlation_id}
-                )
-            )
-        )
+    async def tenant_backfills(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Return the latest backfill of each list of a tenant, by list id."""
+        latest: dict[str, dict[str, Any]] = {}
+        async for doc in self.backfills.find({"tenantId": tenant_id}):
+            current = latest.get(doc["listId"])
+            if current is None or doc["listVersion"] > current["listVersion"]:
+                latest[doc["listId"]] = doc
+        return latest
 
     async def save_results(self, documents: list[dict[str, Any]]) -> None:
         """Store command outcomes; an outcome stored before is kept as it was."""
