@@ -67,6 +67,24 @@ class Settings(BaseSettings):
     backfill_max_in_flight: int = 20_000
     """Evaluate commands a backfill may have sent but not yet seen applied."""
 
+    confirmation_secret: SecretStr = SecretStr("contact-pipeline-development-secret")
+    """Key that signs double opt-in confirmation tokens. Set your own in production;
+    the worker logs a warning while the development default is in use."""
+
+    confirmation_max_age_seconds: int = 7 * 24 * 3600
+    """How long a confirmation token stays valid."""
+
+    confirmation_url: str = "https://forms.example/confirm?token={token}"
+    """Link in the confirmation e-mail; ``{token}`` is replaced by the signed token."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_from: str = "lists@contact-pipeline.invalid"
+    """Sender of confirmation e-mails."""
+
     data_dir: Path = REPOSITORY_ROOT / ".local" / "worker"
     """Folder of the worker's local Faust state (one subfolder per app id)."""
 

@@ -19,6 +19,8 @@ from prometheus_client import generate_latest
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contact_pipeline import codec, metrics
+from contact_pipeline.agents import audit as audit_agents
+from contact_pipeline.agents import mailer
 from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.errors import StoreUnavailable
 from contact_pipeline.handlers.backfill import BackfillRunner, BackfillSettings
@@ -167,6 +169,9 @@ def create_app(settings: Settings) -> faust.App:
             await (await components())["backfills"].resume_stopped()
         except StoreUnavailable as exc:
             logger.warning("could not look for stopped backfills: %s", exc)
+
+    audit_agents.register(app, settings)
+    mailer.register(app, settings)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

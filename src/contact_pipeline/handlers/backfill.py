@@ -236,6 +236,7 @@ class BackfillRunner:
             "listId": backfill["listId"],
             "backfillId": backfill["_id"],
             "reason": backfill["reason"],
+            "actor": {"type": "system", "id": "backfill"},
             "data": {key: _jsonable(value) for key, value in fields.items()},
         }
         await self.announce(event)

@@ -445,6 +445,7 @@ def build_event(
         "changedFields": changed,
         "commandId": envelope.command_id,
         "correlationId": envelope.correlation_id,
+        "actor": envelope.actor.model_dump(),
         "data": data,
     }
 

@@ -274,6 +274,7 @@ def build_list_event(
         "changedFields": changed,
         "commandId": envelope.command_id,
         "correlationId": envelope.correlation_id,
+        "actor": envelope.actor.model_dump(),
         "data": public_list(document),
     }
 

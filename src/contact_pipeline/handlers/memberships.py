@@ -193,6 +193,7 @@ def membership_events(
                 "contactVersion": version,
                 "commandId": envelope.command_id,
                 "correlationId": envelope.correlation_id,
+                "actor": envelope.actor.model_dump(),
                 "data": _json_membership(change.membership),
             }
         )

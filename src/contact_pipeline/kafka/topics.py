@@ -21,6 +21,10 @@ DEAD_LETTERS = "contact-commands-dlq"
 LIST_COMMANDS = "list-commands"
 LIST_EVENTS = "list-events"
 MEMBERSHIP_EVENTS = "membership-events"
+CONSENT_EVENTS = "consent-events"
+AUDIT_LOG = "audit-log"
+CONTACTABILITY_REQUESTS = "contactability-requests"
+CONTACTABILITY_REPLIES = "contactability-replies"
 
 
 @dataclass(frozen=True)
