@@ -25,6 +25,7 @@ CONTACT_COMMAND_TYPES = (
     "membership.remove",
     "membership.unsubscribe",
     "membership.evaluate",
+    "membership.confirm",
 )
 """Command types of the contact-commands topic, all keyed by tenant and contact."""
 

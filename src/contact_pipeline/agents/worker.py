@@ -107,7 +107,13 @@ def create_app(settings: Settings) -> faust.App:
                 )
                 await store.ensure_indexes()
                 catalog = ListCatalog(store, settings.list_cache_max_age_seconds)
-                state["contacts"] = ContactBatchApplier(store, schemas, catalog=catalog)
+                state["contacts"] = ContactBatchApplier(
+                    store,
+                    schemas,
+                    catalog=catalog,
+                    confirmation_secret=settings.confirmation_secret.get_secret_value(),
+                    confirmation_max_age_seconds=settings.confirmation_max_age_seconds,
+                )
                 state["lists"] = ListCommandApplier(store, schemas)
                 state["backfills"] = BackfillRunner(
                     store,

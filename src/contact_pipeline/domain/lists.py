@@ -53,6 +53,7 @@ class ListFields(_Model):
     integrations: list[Integration] | None = Field(default=None, max_length=20)
     tags: list[str] | None = Field(default=None, max_length=100)
     visibility: Visibility | None = None
+    require_confirmation: bool | None = None
 
 
 class ListCreate(ListFields):
@@ -117,6 +118,14 @@ class MembershipUnsubscribe(_Model):
     contact_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
     list_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
     reason: str | None = Field(default=None, max_length=500)
+
+
+class MembershipConfirm(_Model):
+    """Payload of membership.confirm."""
+
+    contact_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    list_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    token: str = Field(min_length=1, max_length=1000)
 
 
 class MembershipEvaluate(_Model):

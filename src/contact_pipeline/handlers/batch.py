@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from contact_pipeline.domain.commands import Decoded, SourcePosition, Undecodable, decode
-from contact_pipeline.domain.errors import CommandRejected
+from contact_pipeline.domain.errors import CommandRejected, FieldError
+from contact_pipeline.domain.tokens import read_confirmation_token
 from contact_pipeline.handlers.contacts import (
     AlreadyApplied,
     ContactCommand,
@@ -79,7 +80,11 @@ class ContactBatchApplier:
         schemas: CommandSchemas,
         clock: Callable[[], datetime] = utcnow,
         catalog: ListCatalog | None = None,
+        confirmation_secret: str = "contact-pipeline-development-secret",
+        confirmation_max_age_seconds: int = 7 * 24 * 3600,
     ) -> None:
+        self.confirmation_secret = confirmation_secret
+        self.confirmation_max_age_seconds = confirmation_max_age_seconds
         self.store = store
         self.schemas = schemas
         self.clock = clock
@@ -122,6 +127,13 @@ class ContactBatchApplier:
         for item in fresh:
             try:
                 command = validate_command(item, self.schemas)
+                if command.type == "membership.confirm":
+                    self._check_token(command)
+            except FieldError as exc:
+                new_outcomes[_result_id(item)] = self._outcome(
+                    item, "rejected", exc.code, exc.reason, errors=[exc.to_dict()]
+                )
+                continue
             except InvalidCommand as exc:
                 new_outcomes[_result_id(item)] = self._outcome(
                     item, "rejected", exc.code, exc.message, errors=exc.errors
@@ -139,6 +151,22 @@ class ContactBatchApplier:
         for item in repeats:
             output.results.append(new_outcomes[_result_id(item)]["result"])
         return output
+
+    def _check_token(self, command: ContactCommand) -> None:
+        """Check a confirmation token's signature, age and subject; keep its nonce."""
+        claim = read_confirmation_token(
+            self.confirmation_secret, command.fields["token"], self.confirmation_max_age_seconds
+        )
+        subject = (command.tenant_id, command.contact_id, command.list_id)
+        if (claim.tenant_id, claim.contact_id, claim.list_id) != subject:
+            raise FieldError(
+                "payload.token",
+                "(token of another membership)",
+                "this confirmation token belongs to another contact or list; use the link "
+                "from this contact's own confirmation e-mail",
+                code="invalid_token",
+            )
+        command.fields["nonce"] = claim.nonce
 
     async def _load_lists(self, pending: list[_Pending]) -> dict[str, TenantLists]:
         """Return the lists of every tenant in the batch, as fresh as the catalog allows."""

@@ -40,6 +40,7 @@ class ListDef:
     criteria_version: int
     criteria: Group | None
     deleted: bool
+    require_confirmation: bool = False
 
     @property
     def is_dynamic(self) -> bool:
@@ -57,6 +58,7 @@ class ListDef:
             criteria_version=doc.get("criteriaVersion", 0),
             criteria=parse_criteria(raw) if raw else None,
             deleted=bool(doc.get("deleted")),
+            require_confirmation=bool(doc.get("requireConfirmation")),
         )
 
 
@@ -128,6 +130,8 @@ def apply_membership_command(
         return _unsubscribe(doc, envelope, list_id, payload, now)
     if envelope.type == "membership.add":
         return _add(doc, envelope, list_def, payload, now)
+    if envelope.type == "membership.confirm":
+        return _confirm(doc, list_def, payload, now)
     return _remove(doc, list_def, now)
 
 
@@ -294,16 +298,68 @@ def _add(
         }
         _set_details(entry, payload)
         memberships[list_def.list_id] = entry
+        if list_def.require_confirmation:
+            # Double opt-in: the membership waits for the contact's signed confirmation.
+            entry["status"] = "pending"
+            entry["confirmation"] = {"nonce": envelope.command_id, "requestedAt": now}
+            return [
+                MembershipChange(
+                    list_def.list_id, "membership.pending", "confirmation_required", entry, 0
+                )
+            ]
         event = "membership.resubscribed" if unsubscribed else "membership.added"
         cause = "contact_opt_in" if unsubscribed else "manual_add"
         return [MembershipChange(list_def.list_id, event, cause, entry, 1)]
 
+    if entry.get("status") == "pending" and list_def.require_confirmation:
+        # Joining again while unconfirmed sends a new link; the old one stops working.
+        _set_details(entry, payload)
+        entry["confirmation"] = {"nonce": envelope.command_id, "requestedAt": now}
+        entry["updatedAt"] = now
+        return [
+            MembershipChange(
+                list_def.list_id, "membership.pending", "confirmation_required", entry, 0
+            )
+        ]
     before = dict(entry)
     _set_details(entry, payload)
     if entry == before:
         return []
     entry["updatedAt"] = now
     return [MembershipChange(list_def.list_id, "membership.updated", "manual_update", entry, 0)]
+
+
+def _confirm(
+    doc: dict[str, Any], list_def: ListDef, payload: dict[str, Any], now: datetime
+) -> list[MembershipChange]:
+    """Activate a pending membership; the batch applier checked the token's signature and age."""
+    entry = doc.get("lists", {}).get(list_def.list_id)
+    nonce = payload["nonce"]
+    if entry is not None and nonce in entry.get("confirmedNonces", []):
+        raise CommandRejected(
+            "token_used",
+            "this confirmation link was used already; the membership is confirmed",
+            field="payload.token",
+            value="(used token)",
+        )
+    pending = entry is not None and entry.get("status") == "pending"
+    if not pending or entry.get("confirmation", {}).get("nonce") != nonce:  # type: ignore[union-attr]
+        raise CommandRejected(
+            "token_used",
+            f"no confirmation of list {list_def.list_id} is waiting for this link; it was "
+            "replaced by a newer one or the membership ended; join the list again",
+            field="payload.token",
+            value="(stale token)",
+        )
+    assert entry is not None
+    entry["status"] = "active"
+    entry["confirmedAt"] = now
+    entry["updatedAt"] = now
+    entry["confirmedNonces"] = [*entry.get("confirmedNonces", []), nonce][-5:]
+    del entry["confirmation"]
+    return [
+        MembershipChange(list_def.list_id, "membership.confirmed", "contact_confirmed", entry, 1)
+    ]
 
 
 def _remove(doc: dict[str, Any], list_def: ListDef, now: datetime) -> list[MembershipChange]:
