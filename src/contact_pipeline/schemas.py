@@ -26,6 +26,9 @@ CONTACT_COMMAND_TYPES = (
     "membership.unsubscribe",
     "membership.evaluate",
     "membership.confirm",
+    "consent.grant",
+    "consent.withdraw",
+    "message.sent",
 )
 """Command types of the contact-commands topic, all keyed by tenant and contact."""
 

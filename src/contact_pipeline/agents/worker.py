@@ -25,6 +25,7 @@ from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.errors import StoreUnavailable
 from contact_pipeline.handlers.backfill import BackfillRunner, BackfillSettings
 from contact_pipeline.handlers.batch import BatchOutput, ContactBatchApplier, RawMessage
+from contact_pipeline.handlers.enforcement import check_contactability, parse_request
 from contact_pipeline.handlers.lists import ListCommandApplier, ListOutput
 from contact_pipeline.kafka import topics as topic_names
 from contact_pipeline.schemas import COMMAND_TYPES, load_schemas
@@ -86,6 +87,9 @@ def create_app(settings: Settings) -> faust.App:
     membership_events = app.topic(
         topic_names.topic_name(topic_names.MEMBERSHIP_EVENTS, prefix), value_serializer="raw"
     )
+    consent_events = app.topic(
+        topic_names.topic_name(topic_names.CONSENT_EVENTS, prefix), value_serializer="raw"
+    )
     schemas = load_schemas(settings.schemas_dir)
     state: dict[str, Any] = {}
     lock = asyncio.Lock()
@@ -142,7 +146,13 @@ def create_app(settings: Settings) -> faust.App:
                 logger.exception("document store still failing; stopping the worker: %s", exc)
                 await app.crash(exc)
                 return
-            await _publish(output, results, events, dead_letters, membership_events)
+            await _publish(
+                output,
+                results,
+                events,
+                dead_letters,
+                {"membership": membership_events, "consent": consent_events},
+            )
             for event in batch:
                 await stream.ack(event)
             _record(messages, output, started)
@@ -176,6 +186,31 @@ def create_app(settings: Settings) -> faust.App:
         except StoreUnavailable as exc:
             logger.warning("could not look for stopped backfills: %s", exc)
 
+    requests = app.topic(
+        topic_names.topic_name(topic_names.CONTACTABILITY_REQUESTS, prefix),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    replies = app.topic(
+        topic_names.topic_name(topic_names.CONTACTABILITY_REPLIES, prefix), value_serializer="raw"
+    )
+
+    @app.agent(requests, name="contactability-requests")
+    async def contactability_agent(stream: faust.StreamT) -> None:
+        async for batch in stream.noack_take(
+            settings.batch_max_messages, within=settings.batch_max_wait_seconds
+        ):
+            store = (await components())["contacts"].store
+            pending = []
+            for event in batch:
+                reply = await _answer(store, event.message)
+                if reply is not None:
+                    key = str(reply["requestId"]).encode()
+                    pending.append(await replies.send(key=key, value=codec.dumps(reply)))
+            await asyncio.gather(*pending)
+            for event in batch:
+                await stream.ack(event)
+
     audit_agents.register(app, settings)
     mailer.register(app, settings)
 
@@ -184,6 +219,43 @@ def create_app(settings: Settings) -> faust.App:
         return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     return app
+
+
+async def _answer(store: Store, message: Any) -> dict[str, Any] | None:
+    """Decide one contactability request; None when it has no requestId to reply to."""
+    request, errors = parse_request(message.value)
+    if request is None or not isinstance(request.get("requestId"), str):
+        logger.warning(
+            "contactability request without requestId dropped topic=%s partition=%d offset=%d",
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        return None
+    actor = request.get("actor") if isinstance(request.get("actor"), dict) else None
+    base = {
+        "requestId": request["requestId"],
+        "actor": actor or {"type": "service", "id": "unknown"},
+    }
+    if errors:
+        return {**base, "tenantId": request.get("tenantId"), "decision": "error", "errors": errors}
+    try:
+        decision = await check_contactability(
+            store,
+            request["tenantId"],
+            request["contactId"],
+            request["channel"],
+            request["listId"],
+        )
+    except StoreUnavailable as exc:
+        logger.warning("contactability request %s failed: %s", request["requestId"], exc)
+        return {
+            **base,
+            "tenantId": request["tenantId"],
+            "decision": "error",
+            "errors": [{"field": "(store)", "value": None, "reason": "store unavailable; retry"}],
+        }
+    return {**base, **decision.to_dict()}
 
 
 def _raw(event: Any) -> RawMessage:
@@ -226,16 +298,20 @@ async def _publish(
     results: faust.TopicT,
     events: faust.TopicT,
     dead_letters: faust.TopicT,
-    membership_events: faust.TopicT,
+    related: dict[str, faust.TopicT],
 ) -> None:
     """Send events, dead letters and results, and wait until the broker has them all."""
     pending = []
     for event in output.events:
         key = f"{event['tenantId']}:{event['contactId']}".encode()
         pending.append(await events.send(key=key, value=codec.dumps(event)))
-    for event in output.membership_events:
-        key = f"{event['tenantId']}:{event['contactId']}".encode()
-        pending.append(await membership_events.send(key=key, value=codec.dumps(event)))
+    for kind, topic_events in (
+        ("membership", output.membership_events),
+        ("consent", output.consent_events),
+    ):
+        for event in topic_events:
+            key = f"{event['tenantId']}:{event['contactId']}".encode()
+            pending.append(await related[kind].send(key=key, value=codec.dumps(event)))
     pending.extend(await _send_dead_letters_and_results(output, results, dead_letters))
     # NOTE: the offsets are acknowledged only after every send is confirmed, so
     # a crash in between republishes: consumers dedupe by event id and command id.

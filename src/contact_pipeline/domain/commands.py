@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from contact_pipeline.domain.consent import ConsentGrant, ConsentWithdraw, MessageSent
 from contact_pipeline.domain.contact import ContactCreate, ContactDelete, ContactUpdate
 from contact_pipeline.domain.lists import (
     ListCreate,
@@ -60,6 +61,9 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
     "membership.unsubscribe": MembershipUnsubscribe,
     "membership.evaluate": MembershipEvaluate,
     "membership.confirm": MembershipConfirm,
+    "consent.grant": ConsentGrant,
+    "consent.withdraw": ConsentWithdraw,
+    "message.sent": MessageSent,
     "list.create": ListCreate,
     "list.update": ListUpdate,
     "list.delete": ListDelete,

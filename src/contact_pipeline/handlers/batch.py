@@ -61,6 +61,7 @@ class BatchOutput:
     results: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     membership_events: list[dict[str, Any]] = field(default_factory=list)
+    consent_events: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Undecodable] = field(default_factory=list)
 
 
@@ -409,6 +410,8 @@ class ContactBatchApplier:
             merged=write.merged,
         )
         _add_memberships(outcome, write.membership_events, write.list_delta, write.document)
+        if write.consent_events:
+            outcome["consentEvents"] = write.consent_events
         if write.ignored_fields:
             outcome["result"]["ignoredFields"] = write.ignored_fields
         return outcome
@@ -439,6 +442,8 @@ class ContactBatchApplier:
         _add_memberships(
             outcome, entry.get("membershipEvents") or [], entry.get("listDelta") or {}, entry
         )
+        if entry.get("consentEvents"):
+            outcome["consentEvents"] = entry["consentEvents"]
         return outcome
 
     def _rejected(self, decoded: Decoded, exc: CommandRejected) -> dict[str, Any]:
@@ -529,6 +534,7 @@ def _republish(output: BatchOutput, stored: dict[str, Any]) -> None:
     if stored.get("event") is not None:
         output.events.append(stored["event"])
     output.membership_events.extend(stored.get("membershipEvents") or [])
+    output.consent_events.extend(stored.get("consentEvents") or [])
 
 
 def _add_memberships(

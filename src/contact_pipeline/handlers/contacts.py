@@ -16,6 +16,7 @@ from typing import Any
 from contact_pipeline.domain.commands import Envelope
 from contact_pipeline.domain.contact import DEFAULT_PREFERENCES
 from contact_pipeline.domain.errors import CommandRejected
+from contact_pipeline.handlers.consent import apply_consent, consent_event, record_send
 from contact_pipeline.handlers.memberships import (
     MembershipChange,
     TenantLists,
@@ -84,6 +85,7 @@ class Write:
     merged: bool = False
     ignored_fields: list[str] = field(default_factory=list)
     membership_events: list[dict[str, Any]] = field(default_factory=list)
+    consent_events: list[dict[str, Any]] = field(default_factory=list)
     list_delta: dict[str, int] = field(default_factory=dict)
     """Change of each list's active member count that this write makes."""
 
@@ -138,6 +140,8 @@ def decide(
     lists = lists or TenantLists()
     if command.type.startswith("membership."):
         return _decide_membership(doc, command, now, lists)
+    if command.type.startswith("consent.") or command.type == "message.sent":
+        return _decide_consent_or_send(doc, command, now, lists)
     if command.type == "contact.create":
         write = _decide_create(doc, command, now)
         if doc is not None and not is_live(doc) and doc.get("lists"):
@@ -174,6 +178,37 @@ def _decide_membership(
     code = own[-1].event_type.removeprefix("membership.")
     write = _write(command, document, doc["version"], code, None, [], now)
     _attach_memberships(write, changes, now)
+    return write
+
+
+def _decide_consent_or_send(
+    doc: dict[str, Any] | None, command: ContactCommand, now: datetime, lists: TenantLists
+) -> Write:
+    doc = _require_live(doc, command, "does not exist or was deleted; create it first")
+    if command.list_id is not None:
+        list_def = lists.get(command.list_id)
+        if list_def is None or list_def.deleted:
+            raise CommandRejected(
+                "list_not_found",
+                f"list {command.list_id} does not exist in tenant {command.tenant_id} "
+                "or was deleted",
+                field="payload.listId",
+                value=command.list_id,
+            )
+    document = copy.deepcopy(doc)
+    document["version"] = doc["version"] + 1
+    if command.type == "message.sent":
+        sent_at = command.fields.get("sentAt") or command.envelope.issued_at
+        record_send(document, {**command.fields, "listId": command.list_id}, sent_at)
+        return _write(command, document, doc["version"], "recorded", None, [], now)
+
+    payload = {**command.fields, "listId": command.list_id}
+    entry = apply_consent(document, command.envelope, payload, now)
+    write = _write(command, document, doc["version"], entry["action"], None, [], now)
+    write.consent_events = [
+        consent_event(command.envelope, document["id"], document["version"], entry, now)
+    ]
+    document["_commands"][-1]["consentEvents"] = write.consent_events
     return write
 
 

@@ -38,6 +38,7 @@ WRITABLE_FIELDS = (
     "integrations",
     "tags",
     "visibility",
+    "requireConfirmation",
 )
 
 
@@ -112,6 +113,7 @@ def _create(
         "integrations": [],
         "tags": [],
         "visibility": DEFAULT_VISIBILITY,
+        "requireConfirmation": False,
         **fields,
         "metadata": {"createdAt": now, "updatedAt": now},
         "version": (doc["version"] if doc else 0) + 1,

@@ -61,16 +61,20 @@ def validate_command(decoded: Decoded, schemas: CommandSchemas) -> ContactComman
         ]
         raise InvalidCommand("invalid_command", "command failed model validation", errors) from exc
 
-    if envelope.type.startswith("membership."):
+    if envelope.type.split(".")[0] in ("membership", "consent", "message"):
+        fields = {
+            key: value
+            for key, value in envelope.payload.items()
+            if key not in ("contactId", "listId")
+        }
+        for name in ("at", "sentAt"):
+            if isinstance(fields.get(name), str):
+                fields[name] = to_utc_millis(fields[name])
         return ContactCommand(
             envelope=envelope,
             contact_id=envelope.payload["contactId"],
-            fields={
-                key: value
-                for key, value in envelope.payload.items()
-                if key not in ("contactId", "listId")
-            },
-            list_id=envelope.payload["listId"],
+            fields=fields,
+            list_id=envelope.payload.get("listId"),
         )
 
     if envelope.type == "contact.update":

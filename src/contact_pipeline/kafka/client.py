@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,8 +70,9 @@ class ResultCollector:
     Start it before producing the commands, so no result is missed.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, id_field: str = "commandId") -> None:
         self.topic = topic
+        self.id_field = id_field
         self.bootstrap_servers = bootstrap_servers
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
@@ -109,7 +111,7 @@ class ResultCollector:
             for records in batches.values():
                 for record in records:
                     result = json.loads(record.value)
-                    command_id = result.get("commandId")
+                    command_id = result.get(self.id_field)
                     if command_id in missing:
                         last_progress = time.monotonic()
                         missing.discard(command_id)
@@ -178,3 +180,51 @@ async def produce_raw(
             await producer.send_and_wait(topic, key=key, value=value)
     finally:
         await producer.stop()
+
+
+async def ask_contactability(
+    bootstrap_servers: str,
+    prefix: str,
+    requests: list[dict[str, Any]],
+    timeout: float = 30.0,
+) -> dict[str, dict[str, Any]]:
+    """Send contactability requests and wait for their decisions, by request id.
+
+    Each request is ``{"requestId", "tenantId", "contactId", "listId", "channel"}``
+    and optionally ``"actor"``; the worker answers each on contactability-replies.
+    """
+    collector = ResultCollector(
+        bootstrap_servers,
+        topic_names.topic_name(topic_names.CONTACTABILITY_REPLIES, prefix),
+        id_field="requestId",
+    )
+    await collector.start()
+    try:
+        records = [
+            (f"{r.get('tenantId')}:{r.get('contactId')}".encode(), codec.dumps(r)) for r in requests
+        ]
+        await produce_raw(
+            bootstrap_servers,
+            topic_names.topic_name(topic_names.CONTACTABILITY_REQUESTS, prefix),
+            records,  # type: ignore[arg-type]
+        )
+        return await collector.wait_for({str(r.get("requestId")) for r in requests}, timeout)
+    finally:
+        await collector.stop()
+
+
+def decision_recorder(producer: AIOKafkaProducer, prefix: str) -> Callable[[dict[str, Any]], Any]:
+    """Return a recorder for check_contactability that puts decisions on the audit trail.
+
+    It publishes each decision to contactability-replies, the topic the audit
+    agent reads, as the request/reply path does.
+    """
+    topic = topic_names.topic_name(topic_names.CONTACTABILITY_REPLIES, prefix)
+
+    async def record(decision: dict[str, Any]) -> None:
+        reply = {"requestId": f"direct-{uuid.uuid4()}", **decision}
+        await (
+            await producer.send(topic, key=reply["requestId"].encode(), value=codec.dumps(reply))
+        )
+
+    return record
