@@ -9,7 +9,7 @@ live change and stays the only writer of no contact.
 
 A backfill survives the worker that runs it: its state is a document with a
 lease. Any worker's timer takes over a backfill whose lease ran out and scans
-again from the start; the evaluate commands have ids derived from backfill and
+again from the start. The evaluate commands have ids derived from backfill and
 contact, so commands sent twice apply once.
 """
 
@@ -44,15 +44,14 @@ class BackfillSettings:
     """Timing of backfills."""
 
     grace_seconds: float = 5.0
-    """Wait after the list change before scanning; longer than the list cache's
-    age bound plus a batch, so every contact write after the scan saw the change."""
+    """Wait between the list change and the scan. It must exceed the list cache's age
+    bound plus one batch, so that every contact write after the scan saw the change."""
 
     lease_seconds: float = 30.0
     progress_interval_seconds: float = 2.0
     max_in_flight: int = 20_000
-    """Evaluate commands sent but not yet applied; bounds how far a backfill runs
-    ahead of the contact workers, so other tenants' commands are not queued
-    behind a whole backfill."""
+    """Maximum evaluate commands sent but not yet applied. The limit keeps other
+    tenants' commands from waiting behind a whole backfill."""
 
     send_chunk: int = 1_000
     scan_batch: int = 2_000
@@ -92,7 +91,7 @@ class BackfillRunner:
         )
 
     async def resume_stopped(self) -> None:
-        """Start every open backfill; those another worker holds are left to it."""
+        """Start every open backfill; a backfill whose lease another worker has stays with it."""
         for backfill in await self.store.open_backfills():
             self.start(backfill["_id"])
 

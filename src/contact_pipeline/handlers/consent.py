@@ -12,7 +12,7 @@ Consent lives in the contact document:
 
 The ledger only grows: a withdrawal is added after the grant, and a new grant
 after the withdrawal, so the history survives every opt-out and re-opt-in.
-``state`` and ``lists`` are derived from it and say what holds now.
+``state`` and ``lists`` are derived from it and contain the consent in force now.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 :func:`decide_contactability` is pure and combines contact status, consent,
 membership, channel preferences (the membership's override first) and the
-frequency limit. :func:`check_contactability` loads the documents for it;
-connectors call it directly, and the contactability agent answers requests
-from the contactability-requests topic with it.
+frequency limit. :func:`check_contactability` loads the documents for it.
+Connectors call it directly, and the contactability agent calls it to reply
+to requests from the contactability-requests topic.
 """
 
 from __future__ import annotations

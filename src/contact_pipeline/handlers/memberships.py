@@ -8,9 +8,9 @@ Memberships live in the contact document under ``lists``, keyed by list id:
      "notes": ..., "preferences": {...}, "joinedAt": ..., "updatedAt": ...,
      "unsubscribedAt": ..., "unsubscribedBy": {...}, "unsubscribeReason": ...}
 
-Admin removals delete the entry; unsubscribes keep it with status
-``unsubscribed``, which is what keeps rules, imports, admin adds and syncs
-from putting the contact back. Only the contact's own ``membership.add``
+Admin removals delete the entry. Unsubscribes keep it with status
+``unsubscribed``, so that no rule, import, admin add or sync puts the
+contact back. Only the contact's own ``membership.add``
 (actor type ``contact``) clears it.
 """
 
@@ -31,7 +31,7 @@ MEMBERSHIP_EVENT_NAMESPACE = uuid.UUID("3d5e8a0c-7b1f-4c9a-9e2d-6a4f1b8c0d17")
 
 @dataclass(frozen=True)
 class ListDef:
-    """What the contact worker needs to know about one list."""
+    """The fields of one list that the contact worker evaluates and checks."""
 
     tenant_id: str
     list_id: str
