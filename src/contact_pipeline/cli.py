@@ -250,6 +250,16 @@ def import_csv(
             )
         ),
     ] = None,
+    list_id: Annotated[
+        str | None,
+        typer.Option(
+            "--list",
+            help=(
+                "Also add every imported contact to this static list (source import). "
+                "Contacts that unsubscribed from the list stay off it."
+            ),
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option(help="Wait for the worker's results and report rejected rows.")
     ] = True,
@@ -264,7 +274,7 @@ def import_csv(
     if not tenant.replace("-", "").replace("_", "").isalnum():
         _fail(f"--tenant {tenant!r} is invalid: use letters, digits, '-' and '_'")
     try:
-        plan = _plan_import(file, tenant, format, map or [], import_id, phone_region)
+        plan = _plan_import(file, tenant, format, map or [], import_id, phone_region, list_id)
     except (csv_import.CsvImportError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(
@@ -301,6 +311,7 @@ def _plan_import(
     overrides: list[str],
     import_id: str | None,
     phone_region: str | None = None,
+    list_id: str | None = None,
 ) -> dict[str, Any]:
     import phonenumbers
 
@@ -334,7 +345,7 @@ def _plan_import(
     mapping = {**csv_import.MAPPINGS[chosen], **override_map}
     # The id covers everything that shapes the commands, so a re-run with other
     # options is a new import rather than a replay of the first one's results.
-    options = json.dumps([tenant, chosen, sorted(override_map.items()), phone_region])
+    options = json.dumps([tenant, chosen, sorted(override_map.items()), phone_region, list_id])
     digest = hashlib.sha256(file.read_bytes() + options.encode()).hexdigest()[:12]
     chosen_id = import_id or f"{file.stem[:40]}-{digest}"
 
@@ -354,22 +365,24 @@ def _plan_import(
                 fields["phone"] = normalize_phone(
                     fields["phone"], default_region=phone_region.upper()
                 )
-        commands.append(
-            csv_import.build_create_command(
-                fields,
-                tenant_id=tenant,
-                row_number=row.number,
-                import_id=chosen_id,
-                source_name=file.name,
-            )
+        create = csv_import.build_create_command(
+            fields,
+            tenant_id=tenant,
+            row_number=row.number,
+            import_id=chosen_id,
+            source_name=file.name,
         )
+        commands.append(create)
+        if list_id:
+            commands.append(csv_import.build_list_command(create, list_id))
     return {
         "import_id": chosen_id,
         "format": chosen,
         "rows": rows,
         "commands": commands,
         "problems": problems,
-        "skipped": rows - len(commands),
+        "skipped": rows - sum(1 for c in commands if c["type"] == "contact.create"),
+        "list_id": list_id,
         "ignored_columns": csv_import.ignored_columns(headers, mapping),
         "tenant": tenant,
         "phone_region": phone_region,
@@ -377,7 +390,9 @@ def _plan_import(
 
 
 def _print_import_report(plan: dict[str, Any], outcome: dict[str, Any]) -> None:
-    results = outcome["results"].values()
+    everything = list(outcome["results"].values())
+    results = [r for r in everything if r.get("type") != "membership.add"]
+    _print_list_report(plan, [r for r in everything if r.get("type") == "membership.add"])
     counts: dict[str, int] = {}
     for result in results:
         counts[result["code"]] = counts.get(result["code"], 0) + 1
@@ -406,6 +421,23 @@ def _print_import_report(plan: dict[str, Any], outcome: dict[str, Any]) -> None:
         )
     summary = ", ".join(f"{code} {count}" for code, count in sorted(counts.items()))
     typer.echo(f"import {plan['import_id']} finished: {summary or 'no results'}")
+
+
+def _print_list_report(plan: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    if not plan.get("list_id"):
+        return
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result["code"]] = counts.get(result["code"], 0) + 1
+    typer.echo(
+        f"list {plan['list_id']}: {counts.pop('added', 0)} added, "
+        f"{counts.pop('unchanged', 0)} already members, "
+        f"{counts.pop('unsubscribed_from_list', 0)} kept off because they unsubscribed, "
+        f"{counts.pop('contact_not_found', 0)} skipped because the row was rejected"
+    )
+    for code, count in sorted(counts.items()):
+        example = next(r for r in results if r["code"] == code)
+        typer.echo(f"  {count} x {code}: {example['message']}")
 
 
 def _rejection_line(result: dict[str, Any]) -> str:
@@ -457,6 +489,11 @@ def summary(
                     f"{error['field']}: {error['reason']}" if error["field"] else error["reason"]
                 )
                 reasons[label] = reasons.get(label, 0) + 1
+        if data.get("memberships"):
+            listed = ", ".join(
+                f"{code} {count}" for code, count in sorted(data["memberships"].items())
+            )
+            typer.echo(f"    list memberships: {listed}")
         for label, count in sorted(reasons.items(), key=lambda item: -item[1]):
             typer.echo(f"    {count:5d} x {label}")
         for result in data["rejected"][:show_rejected]:

@@ -142,3 +142,68 @@ async def test_import_rejects_non_utf8_file(pipeline, tenant):
     assert process.returncode == 1
     assert "UTF-8" in process.stderr
     assert "line 2" in process.stderr
+
+
+async def test_import_to_a_list_never_readds_an_unsubscribed_contact(pipeline, tenant, tmp_path):
+    from contact_pipeline.domain.normalize import email_key
+    from contact_pipeline.handlers.contacts import derive_contact_id
+    from tests.factories import command
+
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Email Address,First Name,Last Name\n"
+        "ann@example.com,Ann,A\nbob@example.com,Bob,B\nnot-an-address,Cy,C\n",
+        encoding="utf-8",
+    )
+    await pipeline.send(
+        [
+            command(
+                "list.create", {"listId": "news", "name": "News", "type": "static"}, tenant=tenant
+            )
+        ]
+    )
+    first = await run_cli(
+        pipeline,
+        "import",
+        str(export),
+        "--tenant",
+        tenant,
+        "--format",
+        "mailchimp",
+        "--list",
+        "news",
+        "--import-id",
+        "one",
+    )
+    assert "list news: 2 added, 0 already members" in first.stdout
+    assert "1 skipped because the row was rejected" in first.stdout
+
+    bob = derive_contact_id(tenant, email_key("bob@example.com"))
+    result = await pipeline.send_one(
+        command(
+            "membership.unsubscribe",
+            {"contactId": bob, "listId": "news"},
+            tenant=tenant,
+            actor_type="contact",
+        )
+    )
+    assert result["code"] == "unsubscribed"
+
+    again = await run_cli(
+        pipeline,
+        "import",
+        str(export),
+        "--tenant",
+        tenant,
+        "--format",
+        "mailchimp",
+        "--list",
+        "news",
+        "--import-id",
+        "two",
+    )
+    assert "list news: 0 added, 1 already members, 1 kept off because they unsubscribed" in (
+        again.stdout
+    )
+    doc = await pipeline.db.contacts.find_one({"_id": f"{tenant}:{bob}"})
+    assert doc["lists"]["news"]["status"] == "unsubscribed"

@@ -339,6 +339,25 @@ def row_to_fields(row: CsvRow, mapping: dict[str, str]) -> tuple[dict[str, Any],
     return fields, problems
 
 
+def build_list_command(create: dict[str, Any], list_id: str) -> dict[str, Any]:
+    """Build the membership.add that puts the contact of a create command on a list.
+
+    It follows the create on the contact's partition, so the contact exists by
+    then unless its row was rejected. The worker keeps contacts that unsubscribed
+    from the list off it, whatever the import says.
+    """
+    return {
+        **{key: copy.deepcopy(value) for key, value in create.items() if key != "payload"},
+        "commandId": f"{create['commandId']}-list",
+        "type": "membership.add",
+        "payload": {
+            "contactId": create["payload"]["contactId"],
+            "listId": list_id,
+            "source": "import",
+        },
+    }
+
+
 def build_create_command(
     fields: dict[str, Any],
     *,

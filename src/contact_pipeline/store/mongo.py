@@ -330,13 +330,18 @@ async def summarise_results(store: Store, tenant_id: str, correlation_id: str) -
     query = {"tenantId": tenant_id, "correlationId": correlation_id}
     counts: dict[str, int] = {}
     rejected: list[dict[str, Any]] = []
+    lists: dict[str, int] = {}
     cursor = store.command_results.find(query, {"code": 1, "outcome": 1, "result": 1})
     async for doc in cursor:
+        if doc["result"].get("type") == "membership.add":
+            # An import's list memberships are reported apart from its contacts.
+            lists[doc["code"]] = lists.get(doc["code"], 0) + 1
+            continue
         counts[doc["code"]] = counts.get(doc["code"], 0) + 1
         if doc["outcome"] == "rejected":
             rejected.append(doc["result"])
     rejected.sort(key=lambda result: (result.get("meta") or {}).get("row", 0))
-    return {"codes": counts, "rejected": rejected}
+    return {"codes": counts, "rejected": rejected, "memberships": lists}
 
 
 async def count_contacts(store: Store, tenant_id: str) -> int:
