@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from contact_pipeline.handlers.memberships import ListDef, TenantLists
 from contact_pipeline.store.mongo import Store
@@ -49,6 +50,15 @@ class ListCatalog:
             if fresh and all(list_id in lists.lists for list_id in needed):
                 return lists
         documents = await self.store.load_tenant_lists(tenant_id)
-        lists = TenantLists({doc["id"]: ListDef.from_doc(doc) for doc in documents})
+        known = cached[1].lists if cached is not None else {}
+        lists = TenantLists({doc["id"]: _reuse_or_parse(known, doc) for doc in documents})
         self._cache[tenant_id] = (now, lists)
         return lists
+
+
+def _reuse_or_parse(known: dict[str, ListDef], doc: dict[str, Any]) -> ListDef:
+    # Parsing compiles every condition, so an unchanged list keeps its compiled copy.
+    previous = known.get(doc["id"])
+    if previous is not None and previous.version == doc["version"]:
+        return previous
+    return ListDef.from_doc(doc)
