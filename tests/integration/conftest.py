@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiosmtpd.controller import Controller
 from pymongo import AsyncMongoClient
 
 from contact_pipeline.kafka import topics as topic_names
@@ -158,8 +162,53 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+@dataclass
+class SmtpSink:
+    """A real SMTP server on 127.0.0.1 that keeps every message it receives in memory."""
+
+    host: str
+    port: int
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        # aiosmtpd calls this hook by its name from the server's own thread. A list
+        # append is atomic under the GIL, so the tests' event loop can read the list.
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        """Return the messages received so far for one recipient, oldest first."""
+        return [m for m in self.messages if m["To"] == address]
+
+    async def wait_for(
+        self, address: str, count: int = 1, timeout: float = 30.0
+    ) -> list[EmailMessage]:
+        """Wait until at least ``count`` messages for ``address`` arrived, and return them all."""
+        deadline = time.monotonic() + timeout
+        while len(self.to(address)) < count:
+            assert time.monotonic() < deadline, (
+                f"{len(self.to(address))} of {count} e-mails to {address} arrived in {timeout} s"
+            )
+            await asyncio.sleep(0.1)
+        return self.to(address)
+
+
 @pytest.fixture(scope="session")
-def pipeline_config(servers: Servers) -> Iterator[Pipeline]:
+def smtp_server() -> Iterator[SmtpSink]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = SmtpSink("127.0.0.1", port)
+    controller = Controller(sink, hostname=sink.host, port=port, enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline_config(servers: Servers, smtp_server: SmtpSink) -> Iterator[Pipeline]:
     run_id = uuid.uuid4().hex[:8]
     prefix = f"test-{run_id}-"
     database = f"cp_test_{run_id}"
@@ -176,6 +225,8 @@ def pipeline_config(servers: Servers) -> Iterator[Pipeline]:
         "CONTACT_PIPELINE_BATCH_MAX_WAIT_SECONDS": "0.05",
         "CONTACT_PIPELINE_LIST_CACHE_MAX_AGE_SECONDS": "0.5",
         "CONTACT_PIPELINE_BACKFILL_GRACE_SECONDS": "1.5",
+        "CONTACT_PIPELINE_SMTP_HOST": smtp_server.host,
+        "CONTACT_PIPELINE_SMTP_PORT": str(smtp_server.port),
     }
     specs = topic_names.load_topics(ROOT / "topics.yaml", prefix)
     try:

@@ -1,8 +1,8 @@
 """Double opt-in mail decisions: pure functions over an event and the stored documents.
 
 The mailer agent reads a ``membership.pending`` event, loads the contact and
-the list, and asks :func:`skip_reason` whether the confirmation e-mail should
-still go out. Events can arrive late or twice, so the decision rests on the
+the list, and calls :func:`skip_reason` to decide whether the confirmation
+e-mail should still go out. Events can arrive late or twice, so the decision rests on the
 stored membership: only a membership that is still pending with the event's
 nonce gets a mail, because any other token would be rejected as used.
 """
@@ -30,13 +30,13 @@ SKIP_REASONS = (
     "membership_not_pending",
     "nonce_replaced",
 )
-"""Every value :func:`skip_reason` returns; they are log fields and metric labels."""
+"""Every value :func:`skip_reason` returns, each usable as a log field."""
 
 _WHITESPACE = re.compile(r"\s+")
 
 
 class InvalidPendingEvent(ValueError):
-    """A membership.pending event lacks a field the mail needs; retrying cannot help."""
+    """A membership.pending event lacks a field the mail needs, so retrying cannot help."""
 
     retriable = False
 
@@ -63,7 +63,7 @@ class PendingConfirmation:
 
 
 def pending_confirmation(event: Any) -> PendingConfirmation | None:
-    """Read the pending confirmation of a membership event; None for other event types.
+    """Read the pending confirmation of a membership event, or None for other event types.
 
     Raises :class:`InvalidPendingEvent` when a ``membership.pending`` event lacks
     its id, tenant, contact, list or nonce.
@@ -161,7 +161,7 @@ def build_confirmation_message(
     message["Subject"] = f"Please confirm your subscription to {name}"
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain=_domain(sender))
-    # Marks the mail as sent by a program, so auto-responders do not answer it.
+    # Marks the mail as sent by a program, so auto-responders do not reply to it.
     message["Auto-Submitted"] = "auto-generated"
 
     message.set_content(
@@ -187,8 +187,8 @@ def build_confirmation_message(
 def smtp_failure_is_retriable(exc: BaseException) -> bool:
     """Tell whether a failed SMTP send may pass when tried again.
 
-    Connection failures, timeouts and 4xx replies are temporary; 5xx replies
-    (a refused recipient, a failed login) and unsupported features are not.
+    Connection failures, timeouts and 4xx replies are temporary. 5xx replies,
+    such as a refused recipient or a failed login, and unsupported features are not.
     """
     if isinstance(exc, SMTPRecipientsRefused):
         return any(400 <= refusal.code < 500 for refusal in exc.recipients)
