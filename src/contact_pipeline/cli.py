@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from tqdm import tqdm
 
+from contact_pipeline.audit.cli import audit_app
 from contact_pipeline.kafka import topics as topic_names
 from contact_pipeline.settings import REPOSITORY_ROOT, get_settings
 
@@ -39,6 +40,7 @@ lists_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(lists_app, name="lists")
+app.add_typer(audit_app, name="audit")
 
 logger = logging.getLogger("contact_pipeline.cli")
 
