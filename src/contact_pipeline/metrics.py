@@ -27,3 +27,30 @@ STORE_RETRIES = Counter(
     "contact_pipeline_store_retries_total",
     "Batches retried because the document store failed.",
 )
+
+CONFIRMATION_MAILS = Counter(
+    "contact_pipeline_confirmation_mails_total",
+    "membership.pending events handled by the mailer, by outcome: sent, duplicate "
+    "(sent before), skipped (see the log for the reason), invalid (undecodable event) "
+    "or failed (SMTP still failing after retries, or an unexpected error).",
+    ["outcome"],
+)
+SMTP_RETRIES = Counter(
+    "contact_pipeline_smtp_retries_total",
+    "Confirmation e-mail sends retried after a temporary SMTP failure.",
+)
+MEMBERSHIP_CHANGES = Counter(
+    "contact_pipeline_membership_changes_total",
+    "Membership events published, by event type (membership.added, membership.removed, ...).",
+    ["type"],
+)
+BACKFILLS = Counter(
+    "contact_pipeline_backfills_total",
+    "Backfills this worker finished, by status: completed or superseded.",
+    ["status"],
+)
+CONTACTABILITY_DECISIONS = Counter(
+    "contact_pipeline_contactability_decisions_total",
+    "Contactability requests answered, by decision: allow, deny or error.",
+    ["decision"],
+)

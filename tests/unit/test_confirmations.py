@@ -25,6 +25,7 @@ from aiosmtplib import (
     SMTPServerDisconnected,
 )
 
+from contact_pipeline import metrics
 from contact_pipeline.agents import mailer
 from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.tokens import read_confirmation_token
@@ -299,7 +300,7 @@ def mailer_for(port: int) -> tuple[mailer.ConfirmationMailer, MemoryStore]:
 
 
 def counted(outcome: str) -> float:
-    return mailer.CONFIRMATION_MAILS.labels(outcome=outcome)._value.get()
+    return metrics.CONFIRMATION_MAILS.labels(outcome=outcome)._value.get()
 
 
 async def test_mail_sent_once_with_valid_token(smtp):
@@ -328,12 +329,12 @@ async def test_mail_sent_once_with_valid_token(smtp):
 async def test_temporary_smtp_failure_retried(smtp):
     handler, port = smtp
     sender, _ = mailer_for(port)
-    retries = mailer.SMTP_RETRIES._value.get()
+    retries = metrics.SMTP_RETRIES._value.get()
 
     assert await sender.handle(json_bytes(pending_event()), POSITION) == "sent"
 
     assert len(handler.accepted) == 1
-    assert mailer.SMTP_RETRIES._value.get() == retries + 1
+    assert metrics.SMTP_RETRIES._value.get() == retries + 1
 
 
 @pytest.mark.parametrize("smtp", [("554 5.7.1 rejected",)], indirect=True)
@@ -352,11 +353,11 @@ async def test_permanent_smtp_failure_not_retried(smtp):
 async def test_unreachable_smtp_server_gives_up(monkeypatch):
     monkeypatch.setattr(mailer, "SMTP_ATTEMPTS", 2)
     sender, store = mailer_for(free_port())
-    retries = mailer.SMTP_RETRIES._value.get()
+    retries = metrics.SMTP_RETRIES._value.get()
 
     assert await sender.handle(json_bytes(pending_event()), POSITION) == "failed"
 
-    assert mailer.SMTP_RETRIES._value.get() == retries + 1
+    assert metrics.SMTP_RETRIES._value.get() == retries + 1
     assert store.db[mailer.MAILS_COLLECTION].documents == {}
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiosmtplib
 import faust
-from prometheus_client import Counter
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from tenacity import (
     AsyncRetrying,
@@ -30,6 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from contact_pipeline import metrics
 from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.errors import StoreUnavailable
 from contact_pipeline.domain.tokens import make_confirmation_token
@@ -46,19 +46,6 @@ from contact_pipeline.settings import Settings
 from contact_pipeline.store.mongo import Store
 
 logger = logging.getLogger(__name__)
-
-# TODO: move these counters to contact_pipeline.metrics, where the other metrics are.
-CONFIRMATION_MAILS = Counter(
-    "contact_pipeline_confirmation_mails_total",
-    "membership.pending events handled by the mailer, by outcome: sent, duplicate "
-    "(sent before), skipped (see the log for the reason), invalid (undecodable event) "
-    "or failed (SMTP still failing after retries, or an unexpected error).",
-    ["outcome"],
-)
-SMTP_RETRIES = Counter(
-    "contact_pipeline_smtp_retries_total",
-    "Confirmation e-mail sends retried after a temporary SMTP failure.",
-)
 
 MAILS_COLLECTION = "confirmation_mails"
 SMTP_ATTEMPTS = 4
@@ -105,7 +92,7 @@ def register(app: faust.App, settings: Settings) -> None:
                     return
                 except Exception:
                     # A bug in one event must not stop the mails of the whole partition.
-                    CONFIRMATION_MAILS.labels(outcome="failed").inc()
+                    metrics.CONFIRMATION_MAILS.labels(outcome="failed").inc()
                     logger.exception(
                         "confirmation mail failed topic=%s partition=%d offset=%d",
                         position.topic,
@@ -137,7 +124,7 @@ class ConfirmationMailer:
         except ValueError as exc:
             # Undecodable JSON and a pending event without its ids both land here;
             # a retry cannot fix either, so the partition moves on.
-            CONFIRMATION_MAILS.labels(outcome="invalid").inc()
+            metrics.CONFIRMATION_MAILS.labels(outcome="invalid").inc()
             logger.warning(
                 "membership event skipped, it is invalid topic=%s partition=%d offset=%d error=%s",
                 position.topic,
@@ -151,7 +138,7 @@ class ConfirmationMailer:
 
         store = await self._connect()
         outcome = await self._mail(store, pending)
-        CONFIRMATION_MAILS.labels(outcome=outcome).inc()
+        metrics.CONFIRMATION_MAILS.labels(outcome=outcome).inc()
         logger.info(
             "confirmation mail handled topic=%s partition=%d offset=%d event_id=%s tenant=%s "
             "contact_id=%s list_id=%s outcome=%s duration_ms=%.1f",
@@ -309,7 +296,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _log_smtp_retry(retry_state: RetryCallState) -> None:
-    SMTP_RETRIES.inc()
+    metrics.SMTP_RETRIES.inc()
     failure = retry_state.outcome.exception() if retry_state.outcome else None
     logger.warning(
         "SMTP send failed, retrying attempt=%d max_attempts=%d error=%s",

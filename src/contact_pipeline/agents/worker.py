@@ -205,6 +205,7 @@ def create_app(settings: Settings) -> faust.App:
             for event in batch:
                 reply = await _answer(store, event.message)
                 if reply is not None:
+                    metrics.CONTACTABILITY_DECISIONS.labels(decision=reply["decision"]).inc()
                     key = str(reply["requestId"]).encode()
                     pending.append(await replies.send(key=key, value=codec.dumps(reply)))
             await asyncio.gather(*pending)
@@ -310,6 +311,8 @@ async def _publish(
         ("consent", output.consent_events),
     ):
         for event in topic_events:
+            if kind == "membership":
+                metrics.MEMBERSHIP_CHANGES.labels(type=event["type"]).inc()
             key = f"{event['tenantId']}:{event['contactId']}".encode()
             pending.append(await related[kind].send(key=key, value=codec.dumps(event)))
     pending.extend(await _send_dead_letters_and_results(output, results, dead_letters))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from contact_pipeline import metrics
 from contact_pipeline.domain.criteria import Group, matches, parse_criteria, referenced_fields
 from contact_pipeline.store.mongo import Store, utcnow
 
@@ -239,6 +240,7 @@ class BackfillRunner:
             "data": {key: _jsonable(value) for key, value in fields.items()},
         }
         await self.announce(event)
+        metrics.BACKFILLS.labels(status=status).inc()
         logger.info(
             "backfill %s backfill_id=%s tenant=%s list=%s %s",
             status,
