@@ -64,6 +64,12 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         logging_config=None,
         datadir=str(settings.data_dir / settings.app_id),
+        # NOTE: with the default (True), faust-streaming 0.15 waited forever on stop for
+        # events that sat in a noack_take buffer when the fetcher stopped. Not waiting is
+        # safe for delivery: unacknowledged events are delivered again and every apply is
+        # idempotent. But in a rebalance the old owner may still finish its batch while
+        # the new one starts, which on FerretDB (no version filter) could lose a write.
+        stream_wait_empty=False,
     )
     prefix = settings.topic_prefix
     commands = app.topic(
