@@ -42,7 +42,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-bench: $(STAMP)  ## Throughput benchmark; results go to docs/benchmarks.md
+bench: $(STAMP)  ## Benchmarks (criteria, backfill, throughput); results go to docs/benchmarks.md
+	$(BIN)/python -m benchmarks.criteria_eval
+	$(BIN)/python -m benchmarks.backfill
 	$(BIN)/python -m benchmarks.throughput
 
 clean:
