@@ -19,7 +19,7 @@ SALT = "contact-pipeline.membership-confirmation"
 
 @dataclass(frozen=True)
 class ConfirmationClaim:
-    """What a valid token vouches for."""
+    """The membership that a valid token confirms."""
 
     tenant_id: str
     contact_id: str

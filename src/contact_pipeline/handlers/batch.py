@@ -173,12 +173,12 @@ class ContactBatchApplier:
         """Return the lists of every tenant in the batch, as fresh as the catalog allows."""
         needed: dict[str, set[str]] = {}
         for item in pending:
-            wanted = needed.setdefault(item.command.tenant_id, set())
+            wanted_ids = needed.setdefault(item.command.tenant_id, set())
             if item.command.list_id is not None:
-                wanted.add(item.command.list_id)
+                wanted_ids.add(item.command.list_id)
         return {
-            tenant_id: await self.catalog.tenant_lists(tenant_id, wanted)
-            for tenant_id, wanted in needed.items()
+            tenant_id: await self.catalog.tenant_lists(tenant_id, list_ids)
+            for tenant_id, list_ids in needed.items()
         }
 
     async def _count_members(
@@ -545,8 +545,8 @@ def _add_memberships(
 ) -> None:
     """Attach membership events and count changes to an outcome, with the message that made them.
 
-    ``source`` is the written document or the history entry; either holds the
-    origin of the command in its last or own history entry.
+    ``source`` is the written document, whose last history entry has the
+    command's origin, or that history entry itself.
     """
     entry = source["_commands"][-1] if "_commands" in source else source
     outcome["origin"] = entry.get("origin")

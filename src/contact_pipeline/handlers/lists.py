@@ -1,8 +1,8 @@
 """List commands: decide list.create, list.update and list.delete, and apply them.
 
 List commands are few next to contact commands, so they apply one at a time,
-in partition order. Idempotency works as for contacts: stored outcomes answer
-a redelivered command, and a command history on the list document covers a
+in partition order. Idempotency works as for contacts: a redelivered command
+gets its stored outcome, and a command history on the list document covers a
 crash between the list write and the outcome write.
 
 A new dynamic list, new criteria or a deletion also records a backfill, which
@@ -355,7 +355,7 @@ class ListCommandApplier:
                 )
             return _outcome(item, "rejected", exc.code, exc.message, errors=errors)
         if isinstance(decision, dict):
-            # Written before a crash that lost the outcome: answer from the history.
+            # Written before a crash that lost the outcome: reply from the history.
             assert doc is not None
             backfill = await self.store.load_backfill(backfill_id(doc["_id"], decision["version"]))
             event = None
