@@ -257,3 +257,14 @@ def test_list_command_sent_again_answers_from_history():
     entry = decide_list(created.document, message, NOW)
     assert isinstance(entry, dict)
     assert entry["code"] == "created"
+
+
+def test_history_keeps_events_of_recent_commands_only():
+    doc = contact()
+    for _ in range(6):
+        doc = apply(doc, member("add", "news")).document
+        doc = apply(doc, member("remove", "news")).document
+    with_events = [entry for entry in doc["_commands"] if "membershipEvents" in entry]
+    assert len(with_events) == 10
+    assert doc["_commands"][-1]["membershipEvents"]
+    assert all("listDelta" in entry for entry in doc["_commands"][1:])

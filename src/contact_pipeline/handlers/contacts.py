@@ -31,6 +31,9 @@ COMMAND_HISTORY_SIZE = 50
 """Command ids kept on each contact document. They make a redelivery that
 arrives after a crash, between the contact write and the result write, a no-op."""
 
+HISTORY_EVENTS_KEPT = 10
+"""History entries that keep their membership and consent events for republishing."""
+
 EVENT_NAMESPACE = uuid.UUID("6f1c7b7e-4a53-4c5e-9a43-3c1f0d1f5b2a")
 CONTACT_ID_NAMESPACE = uuid.UUID("0b8f3a9e-2f5d-4e0c-8a8e-5d7c1e2b9f41")
 
@@ -443,6 +446,11 @@ def _write(
         "at": now,
     }
     history = [*document.get("_commands", []), entry][-COMMAND_HISTORY_SIZE:]
+    for older in history[:-HISTORY_EVENTS_KEPT]:
+        # Events are only needed to republish after a crash in the latest batch, and
+        # keeping them all made contacts large, which slows every scan of the store.
+        older.pop("membershipEvents", None)
+        older.pop("consentEvents", None)
     document["_commands"] = history
     return Write(
         command=command,
