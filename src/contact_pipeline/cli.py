@@ -130,7 +130,7 @@ def send(
     wait: Annotated[bool, typer.Option(help="Wait for each command's result and print it.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 60.0,
 ) -> None:
-    """Produce the commands of a JSON Lines file to the command topic."""
+    """Produce the commands of a JSON Lines file; list commands go first, to list-commands."""
     commands: list[dict[str, Any]] = []
     for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -148,7 +148,7 @@ def send(
                     f"{file}:{number}: {field} is missing or not a string; every command needs one"
                 )
         commands.append(command)
-    outcome = asyncio.run(_send_and_collect(commands, wait, timeout, label="commands"))
+    outcome = asyncio.run(_send_in_order(commands, wait, timeout))
     counts: dict[str, int] = {}
     for command in commands:
         result = outcome["results"].get(str(command["commandId"]))
@@ -168,6 +168,29 @@ def send(
             f"{IDLE_TIMEOUT_SECONDS:g} s or more than {timeout:g} s in all); is a worker running? "
             "Start one with `contact-pipeline worker`; the commands stay on the topic"
         )
+
+
+async def _send_in_order(
+    commands: list[dict[str, Any]], wait: bool, timeout: float
+) -> dict[str, Any]:
+    """Send list commands first and wait for them, then the rest.
+
+    List and contact commands travel on different topics, so nothing orders
+    them against each other: a membership.add could otherwise reach the worker
+    before the list.create above it in the file.
+    """
+    from contact_pipeline.kafka.client import is_list_command
+
+    lists = [command for command in commands if is_list_command(command)]
+    others = [command for command in commands if not is_list_command(command)]
+    if not lists or not others:
+        return await _send_and_collect(commands, wait, timeout, label="commands")
+    first = await _send_and_collect(lists, True, timeout, label="list commands")
+    second = await _send_and_collect(others, wait, timeout, label="commands")
+    return {
+        "results": {**first["results"], **second["results"]},
+        "missing": first["missing"] + second["missing"],
+    }
 
 
 async def _send_and_collect(
@@ -520,7 +543,13 @@ async def _summary(tenant: str, import_ids: list[str]) -> dict[str, Any]:
 
 def _criteria_argument(text: str) -> Any:
     """Read criteria given as JSON text or as @FILE."""
-    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+    if text.startswith("@"):
+        try:
+            raw = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot read criteria file {text[1:]}: {exc.strerror}")
+    else:
+        raw = text
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:

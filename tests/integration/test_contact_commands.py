@@ -74,7 +74,7 @@ async def test_email_letter_case_variants_stay_one_contact(pipeline, tenant):
     codes = sorted(result["code"] for result in results)
     assert codes == ["created", "duplicate_email"]
     rejected = next(r for r in results if r["outcome"] == "rejected")
-    assert rejected["errors"][0]["field"] == "email"
+    assert rejected["errors"][0]["field"] == "payload.email"
     assert await pipeline.db.contacts.count_documents({"tenantId": tenant}) == 1
 
 

@@ -268,3 +268,50 @@ def test_history_keeps_events_of_recent_commands_only():
     assert len(with_events) == 10
     assert doc["_commands"][-1]["membershipEvents"]
     assert all("listDelta" in entry for entry in doc["_commands"][1:])
+
+
+def test_resubscribe_and_rule_add_have_distinct_event_ids():
+    doc = apply(contact(company="Acme"), member("unsubscribe", "acme", "contact")).document
+    write = apply(doc, member("add", "acme", "contact"))
+    ids = [event["id"] for event in write.membership_events]
+    assert len(ids) == 2
+    assert len(set(ids)) == 2
+
+
+def consent_grant(actor: str) -> dict[str, Any]:
+    payload = {
+        "contactId": "c1",
+        "channel": "email",
+        "legalBasis": "consent",
+        "source": "import",
+        "noticeId": "n1",
+    }
+    return command("consent.grant", payload, actor_type=actor)
+
+
+def test_consent_withdrawal_survives_delete_and_create_again():
+    doc = apply(contact(), consent_grant("contact")).document
+    withdraw = command(
+        "consent.withdraw",
+        {"contactId": "c1", "channel": "email", "source": "form"},
+        actor_type="contact",
+    )
+    doc = apply(doc, withdraw).document
+    tombstone = apply(doc, command("contact.delete", {"contactId": "c1"})).document
+    assert len(tombstone["consent"]["ledger"]) == 2
+
+    again = apply(tombstone, command("contact.create", create("c1", "a@example.com"))).document
+    assert again["consent"]["state"]["email"]["status"] == "withdrawn"
+    with pytest.raises(CommandRejected) as info:
+        apply(again, consent_grant("import"))
+    assert info.value.code == "consent_withdrawn"
+
+
+def test_send_time_in_the_future_is_rejected():
+    sent = command(
+        "message.sent",
+        {"contactId": "c1", "listId": "news", "channel": "email", "sentAt": "2027-05-01T00:00:00Z"},
+    )
+    with pytest.raises(CommandRejected) as info:
+        apply(contact(), sent)
+    assert info.value.details["field"] == "payload.sentAt"

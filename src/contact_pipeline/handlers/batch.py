@@ -392,7 +392,10 @@ class ContactBatchApplier:
                 "duplicate_email",
                 f"contact {owner_doc['id']} already has this e-mail address; update that contact, "
                 'or send contact.create with "ifExists": "merge"',
-                field="email",
+                field="payload.changes.email"
+                if command.type == "contact.update"
+                else "payload.email",
+                value=command.fields.get("email"),
                 existingContactId=owner_doc["id"],
             ),
         )

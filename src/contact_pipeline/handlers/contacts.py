@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from contact_pipeline.domain.commands import Envelope
@@ -30,6 +30,9 @@ from contact_pipeline.handlers.memberships import (
 COMMAND_HISTORY_SIZE = 50
 """Command ids kept on each contact document. They make a redelivery that
 arrives after a crash, between the contact write and the result write, a no-op."""
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far a producer's clock may run ahead of the worker's before a send time is rejected."""
 
 HISTORY_EVENTS_KEPT = 10
 """History entries that keep their membership and consent events for republishing."""
@@ -150,6 +153,8 @@ def decide(
         if doc is not None and not is_live(doc) and doc.get("lists"):
             # A contact created again keeps the unsubscribes of the deleted one.
             write.document["lists"] = copy.deepcopy(doc["lists"])
+        if doc is not None and not is_live(doc) and doc.get("consent"):
+            write.document["consent"] = copy.deepcopy(doc["consent"])
     elif command.type == "contact.update":
         write = _decide_update(doc, command, now)
     elif command.type == "contact.delete":
@@ -202,6 +207,14 @@ def _decide_consent_or_send(
     document["version"] = doc["version"] + 1
     if command.type == "message.sent":
         sent_at = command.fields.get("sentAt") or command.envelope.issued_at
+        if sent_at > now + CLOCK_SKEW:
+            raise CommandRejected(
+                "invalid_value",
+                f"sentAt {sent_at.isoformat()} is in the future; record a send after it "
+                "happened, with the time it went out",
+                field="payload.sentAt",
+                value=sent_at.isoformat(),
+            )
         record_send(document, {**command.fields, "listId": command.list_id}, sent_at)
         return _write(command, document, doc["version"], "recorded", None, [], now)
 
@@ -243,6 +256,8 @@ def _decide_create(doc: dict[str, Any] | None, command: ContactCommand, now: dat
                 "contact_exists",
                 f"contact {command.contact_id} already exists; send contact.update, "
                 'or contact.create with "ifExists": "merge"',
+                field="payload.contactId",
+                value=command.contact_id,
                 contactId=command.contact_id,
             )
         return _merge_into(doc, command, now)
@@ -322,7 +337,7 @@ def _decide_update(doc: dict[str, Any] | None, command: ContactCommand, now: dat
             "opt_out_sticky",
             "the contact unsubscribed; only the contact's own command (actor type contact) "
             "can set status back to active or inactive",
-            field="status",
+            field="payload.changes.status",
             value=new_status,
         )
     return _patched(doc, command, copy.deepcopy(command.fields), now, code="updated")
@@ -343,6 +358,10 @@ def _decide_delete(doc: dict[str, Any] | None, command: ContactCommand, now: dat
         "version": doc["version"] + 1,
         "_commands": doc.get("_commands", []),
     }
+    if doc.get("consent"):
+        # The consent ledger is evidence of what the contact agreed to and withdrew, so it
+        # outlives the profile: a contact created again with this id keeps it.
+        tombstone["consent"] = copy.deepcopy(doc["consent"])
     changed = sorted(_leaf_paths(_public(doc)) - {"id", "tenantId", "version"})
     return _write(
         command,
@@ -378,7 +397,7 @@ def _check_version(doc: dict[str, Any], command: ContactCommand) -> None:
         f"expectedVersion is {command.expected_version} but contact {command.contact_id} is at "
         f"version {doc['version']}; retry with the version from the contact's latest change event "
         "or command result",
-        field="expectedVersion",
+        field="payload.expectedVersion",
         value=command.expected_version,
         currentVersion=doc["version"],
     )

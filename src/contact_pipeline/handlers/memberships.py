@@ -179,7 +179,10 @@ def membership_events(
     """
     events = []
     for change in changes:
-        source = f"{envelope.tenant_id}\n{envelope.command_id}\n{change.list_id}"
+        # One command may change one list twice (resubscribed, then added by its rule).
+        source = (
+            f"{envelope.tenant_id}\n{envelope.command_id}\n{change.list_id}\n{change.event_type}"
+        )
         events.append(
             {
                 "specversion": "1.0",
