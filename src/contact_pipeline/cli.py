@@ -302,6 +302,15 @@ def import_csv(
         plan = _plan_import(file, tenant, format, map or [], import_id, phone_region, list_id)
     except (csv_import.CsvImportError, ValueError) as exc:
         _fail(str(exc))
+    if list_id is not None:
+        from contact_pipeline.domain.errors import StoreUnavailable
+
+        try:
+            problem = asyncio.run(_static_list_problem(tenant, list_id))
+        except StoreUnavailable as exc:
+            _fail(f"--list {list_id}: cannot check the list: {exc}")
+        if problem:
+            _fail(f"--list {list_id}: {problem}; nothing was sent")
     typer.echo(
         f"import {plan['import_id']}: {plan['rows']} rows, format {plan['format']}, "
         f"{len(plan['commands'])} commands, {plan['skipped']} rows skipped"
@@ -327,6 +336,23 @@ def import_csv(
             "Start one with `contact-pipeline worker`; the commands stay on the topic"
         )
     return str(plan["import_id"])
+
+
+async def _static_list_problem(tenant: str, list_id: str) -> str | None:
+    """Return why contacts cannot be added to this list, or None if they can."""
+    from contact_pipeline.store.mongo import Store
+
+    settings = get_settings()
+    store = await Store.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    try:
+        doc = await store.load_list(f"{tenant}:{list_id}")
+    finally:
+        await store.close()
+    if doc is None or doc.get("deleted"):
+        return f"no such list in tenant {tenant}; create it with a list.create command first"
+    if doc.get("type") != "static":
+        return "the list is dynamic, so its criteria decide its members; import without --list"
+    return None
 
 
 def _plan_import(

@@ -207,3 +207,31 @@ async def test_import_to_a_list_never_readds_an_unsubscribed_contact(pipeline, t
     )
     doc = await pipeline.db.contacts.find_one({"_id": f"{tenant}:{bob}"})
     assert doc["lists"]["news"]["status"] == "unsubscribed"
+
+
+async def test_import_to_a_missing_list_sends_nothing(pipeline, tenant, tmp_path):
+    export = tmp_path / "export.csv"
+    export.write_text("Email Address,First Name\nann@example.com,Ann\n", encoding="utf-8")
+    process = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "contact_pipeline.cli",
+            "import",
+            str(export),
+            "--tenant",
+            tenant,
+            "--format",
+            "mailchimp",
+            "--list",
+            "nolist",
+        ],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 1
+    assert "--list nolist: no such list" in process.stderr
+    assert await pipeline.db.contacts.count_documents({"tenantId": tenant}) == 0

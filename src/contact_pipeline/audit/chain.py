@@ -348,6 +348,9 @@ class Problem:
 
     def describe(self) -> str:
         """Return one line naming the entry and what is wrong with it."""
+        if self.chain is None:
+            # Not even an entry: nothing but its place in the input can name it.
+            return f"{self.kind} entry at {self.location}: {self.detail}"
         return (
             f"{self.kind} entry: chain={self.chain} seq={self.seq} id={self.entry_id} "
             f"at {self.location}: {self.detail}"

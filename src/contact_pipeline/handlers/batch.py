@@ -573,11 +573,20 @@ def _counter_id(decoded: Decoded) -> str:
 
 
 def _applied_message(write: Write) -> str:
+    command_type = write.command.type
     if write.code == "unchanged":
+        if command_type.startswith("membership."):
+            return "command applied; the membership already was in this state"
         return "command applied; the contact already had these values"
     if write.ignored_fields:
         kept = ", ".join(write.ignored_fields)
         return f"command applied; kept {kept} because the contact unsubscribed"
+    if command_type.startswith("membership."):
+        return f"membership of list {write.command.list_id} {write.code}"
+    if command_type.startswith("consent."):
+        return f"{write.command.fields['channel']} consent {write.code}"
+    if command_type == "message.sent":
+        return "send recorded"
     return f"contact {write.code}"
 
 
