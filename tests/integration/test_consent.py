@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -277,3 +278,22 @@ async def test_bad_contactability_request_gets_an_error_reply(pipeline, tenant):
     assert reply["decision"] == "error"
     fields = {error["field"] for error in reply["errors"]}
     assert fields == {"contactId", "listId", "channel"}
+
+
+async def test_contactability_decision_is_recorded_in_the_audit_trail(pipeline, tenant):
+    await applied(pipeline, new_list(tenant, "news"))
+    contact = await reachable_contact(pipeline, tenant, "news")
+    reply = await ask(pipeline, tenant, contact, "news")
+
+    deadline = asyncio.get_running_loop().time() + 60
+    entry = None
+    while entry is None:
+        assert asyncio.get_running_loop().time() < deadline, "no audit entry for the decision"
+        entry = await pipeline.db.audit_entries.find_one(
+            {"tenantId": tenant, "entity.type": "decision", "entity.id": reply["requestId"]}
+        )
+        await asyncio.sleep(0.3)
+    assert entry["action"] == "contactability.decided"
+    assert entry["entity"]["contactId"] == contact
+    assert entry["changes"]["decision"] == "allow"
+    assert entry["actor"] == {"type": "service", "id": "campaign-sender"}
