@@ -59,8 +59,10 @@ _DEVELOPMENT_SECRET = Settings.model_fields["confirmation_secret"].default.get_s
 def register(app: faust.App, settings: Settings) -> None:
     """Add the confirmation mailer agent to the worker's app."""
     mailer = ConfirmationMailer(settings)
+    # Its own topic, not membership-events: faust-streaming 0.15 waited forever on stop
+    # for events of a topic that two agents of one app consume (the audit reads that one).
     membership_events = app.topic(
-        topics.topic_name(topics.MEMBERSHIP_EVENTS, settings.topic_prefix),
+        topics.topic_name(topics.CONFIRMATION_REQUESTS, settings.topic_prefix),
         key_serializer="raw",
         value_serializer="raw",
     )

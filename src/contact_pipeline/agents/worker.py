@@ -64,12 +64,10 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         logging_config=None,
         datadir=str(settings.data_dir / settings.app_id),
-        # NOTE: with the default (True), faust-streaming 0.15 waited forever on stop for
-        # events that sat in a noack_take buffer when the fetcher stopped. Not waiting is
-        # safe for delivery: unacknowledged events are delivered again and every apply is
-        # idempotent. But in a rebalance the old owner may still finish its batch while
-        # the new one starts, which on FerretDB (no version filter) could lose a write.
-        stream_wait_empty=False,
+        # Finish the batch in hand before a rebalance or stop hands its partitions over.
+        # NOTE: faust-streaming 0.15 then waits forever for events of a topic that two
+        # agents of this app consume, so every topic here has one consuming agent.
+        stream_wait_empty=True,
     )
     prefix = settings.topic_prefix
     commands = app.topic(
@@ -95,6 +93,9 @@ def create_app(settings: Settings) -> faust.App:
     )
     consent_events = app.topic(
         topic_names.topic_name(topic_names.CONSENT_EVENTS, prefix), value_serializer="raw"
+    )
+    confirmation_requests = app.topic(
+        topic_names.topic_name(topic_names.CONFIRMATION_REQUESTS, prefix), value_serializer="raw"
     )
     schemas = load_schemas(settings.schemas_dir)
     state: dict[str, Any] = {}
@@ -157,7 +158,11 @@ def create_app(settings: Settings) -> faust.App:
                 results,
                 events,
                 dead_letters,
-                {"membership": membership_events, "consent": consent_events},
+                {
+                    "membership": membership_events,
+                    "consent": consent_events,
+                    "confirmation": confirmation_requests,
+                },
             )
             for event in batch:
                 await stream.ack(event)
@@ -317,10 +322,16 @@ async def _publish(
         ("consent", output.consent_events),
     ):
         for event in topic_events:
-            if kind == "membership":
-                metrics.MEMBERSHIP_CHANGES.labels(type=event["type"]).inc()
             key = f"{event['tenantId']}:{event['contactId']}".encode()
             pending.append(await related[kind].send(key=key, value=codec.dumps(event)))
+            if kind != "membership":
+                continue
+            metrics.MEMBERSHIP_CHANGES.labels(type=event["type"]).inc()
+            if event["type"] == "membership.pending":
+                # The mailer reads its own copy, since one topic may have one consuming agent.
+                pending.append(
+                    await related["confirmation"].send(key=key, value=codec.dumps(event))
+                )
     pending.extend(await _send_dead_letters_and_results(output, results, dead_letters))
     # NOTE: the offsets are acknowledged only after every send is confirmed, so
     # a crash in between republishes: consumers dedupe by event id and command id.
