@@ -190,6 +190,16 @@ async def test_contactability_allows_then_enforces_the_weekly_limit(pipeline, te
     assert limited["reasons"] == ["frequency_limit"]
     assert limited["nextAllowedAt"].startswith("2026-12-08")  # issuedAt 2026-12-01 + 7 days
 
+    deadline = asyncio.get_running_loop().time() + 60
+    recorded = None
+    while recorded is None:
+        assert asyncio.get_running_loop().time() < deadline, "no audit entry for the send"
+        recorded = await pipeline.db.audit_entries.find_one(
+            {"tenantId": tenant, "entity.id": contact, "changes.fields": "sends.news.email"}
+        )
+        await asyncio.sleep(0.3)
+    assert recorded["action"] == "contact.updated"
+
 
 async def test_daily_frequency_allows_a_send_after_a_day(pipeline, tenant):
     await applied(pipeline, new_list(tenant, "news"))

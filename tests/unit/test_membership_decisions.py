@@ -315,3 +315,14 @@ def test_send_time_in_the_future_is_rejected():
     with pytest.raises(CommandRejected) as info:
         apply(contact(), sent)
     assert info.value.details["field"] == "payload.sentAt"
+
+
+def test_recorded_send_publishes_a_contact_update():
+    sent = command(
+        "message.sent",
+        {"contactId": "c1", "listId": "news", "channel": "email", "sentAt": "2026-11-30T08:00:00Z"},
+    )
+    write = apply(contact(), sent)
+    assert write.code == "recorded"
+    assert write.event["type"] == "contact.updated"
+    assert write.event["changedFields"] == ["sends.news.email"]

@@ -216,7 +216,11 @@ def _decide_consent_or_send(
                 value=sent_at.isoformat(),
             )
         record_send(document, {**command.fields, "listId": command.list_id}, sent_at)
-        return _write(command, document, doc["version"], "recorded", None, [], now)
+        # A contact.updated event, so that consumers and the audit trail see the send.
+        changed = [f"sends.{command.list_id}.{command.fields['channel']}"]
+        return _write(
+            command, document, doc["version"], "recorded", "contact.updated", changed, now
+        )
 
     payload = {**command.fields, "listId": command.list_id}
     entry = apply_consent(document, command.envelope, payload, now)
