@@ -31,6 +31,7 @@ from contact_pipeline.handlers.contacts import (
     is_live,
 )
 from contact_pipeline.handlers.memberships import TenantLists
+from contact_pipeline.handlers.outcomes import build_outcome, rejection_errors, result_id
 from contact_pipeline.handlers.validation import InvalidCommand, validate_command
 from contact_pipeline.schemas import CommandSchemas
 from contact_pipeline.store.catalog import ListCatalog
@@ -106,7 +107,7 @@ class ContactBatchApplier:
         # Redelivered commands: republish the outcome stored the first time. The
         # contacts of the first wave load at the same time, to save a round of waiting.
         stored, prefetched, counters = await asyncio.gather(
-            self.store.load_results(_result_id(d) for d in decoded),
+            self.store.load_results(result_id(d) for d in decoded),
             self.store.load_contacts(_doc_ids(decoded)),
             self.store.load_list_counts({_counter_id(d) for d in decoded}),
         )
@@ -114,13 +115,13 @@ class ContactBatchApplier:
         seen: dict[str, Decoded] = {}
         repeats: list[Decoded] = []
         for item in decoded:
-            result_id = _result_id(item)
-            if result_id in stored:
-                _republish(output, stored[result_id])
-            elif result_id in seen:
+            item_id = result_id(item)
+            if item_id in stored:
+                _republish(output, stored[item_id])
+            elif item_id in seen:
                 repeats.append(item)
             else:
-                seen[result_id] = item
+                seen[item_id] = item
                 fresh.append(item)
 
         new_outcomes: dict[str, dict[str, Any]] = {}
@@ -131,12 +132,12 @@ class ContactBatchApplier:
                 if command.type == "membership.confirm":
                     self._check_token(command)
             except FieldError as exc:
-                new_outcomes[_result_id(item)] = self._outcome(
+                new_outcomes[result_id(item)] = self._outcome(
                     item, "rejected", exc.code, exc.reason, errors=[exc.to_dict()]
                 )
                 continue
             except InvalidCommand as exc:
-                new_outcomes[_result_id(item)] = self._outcome(
+                new_outcomes[result_id(item)] = self._outcome(
                     item, "rejected", exc.code, exc.message, errors=exc.errors
                 )
                 continue
@@ -150,7 +151,7 @@ class ContactBatchApplier:
         for outcome in new_outcomes.values():
             _republish(output, outcome)
         for item in repeats:
-            output.results.append(new_outcomes[_result_id(item)]["result"])
+            output.results.append(new_outcomes[result_id(item)]["result"])
         return output
 
     def _check_token(self, command: ContactCommand) -> None:
@@ -203,7 +204,7 @@ class ContactBatchApplier:
             updates[counter_id] = (tenant_id, max(last_offset, position.offset), deltas)
             if position.offset <= counters.get(counter_id, {}).get("offset", -1):
                 continue
-            outcome = stored.get(_result_id(item)) or outcomes.get(_result_id(item))
+            outcome = stored.get(result_id(item)) or outcomes.get(result_id(item))
             if outcome is None or outcome.get("origin") != _origin(position):
                 continue
             for list_id, delta in (outcome.get("listDelta") or {}).items():
@@ -231,7 +232,7 @@ class ContactBatchApplier:
             for item in retry:
                 item.attempts += 1
                 if item.attempts >= MAX_WRITE_ATTEMPTS:
-                    outcomes[_result_id(item.decoded)] = self._outcome(
+                    outcomes[result_id(item.decoded)] = self._outcome(
                         item.decoded,
                         "rejected",
                         "concurrent_modification",
@@ -266,10 +267,10 @@ class ContactBatchApplier:
                     self._lists.get(item.command.tenant_id),
                 )
             except CommandRejected as exc:
-                outcomes[_result_id(item.decoded)] = self._rejected(item.decoded, exc)
+                outcomes[result_id(item.decoded)] = self._rejected(item.decoded, exc)
                 continue
             if isinstance(decision, AlreadyApplied):
-                outcomes[_result_id(item.decoded)] = self._from_history(
+                outcomes[result_id(item.decoded)] = self._from_history(
                     item, decision, docs[item.command.doc_id]
                 )
                 continue
@@ -295,7 +296,7 @@ class ContactBatchApplier:
                 releases.append(
                     (_claim_id(item.command, write.release_email_key), write.document["_id"])
                 )
-            outcomes[_result_id(item.decoded)] = self._applied(item, write)
+            outcomes[result_id(item.decoded)] = self._applied(item, write)
         await self.store.release_email_keys(releases)
         return retry
 
@@ -386,7 +387,7 @@ class ContactBatchApplier:
             item.command = replace(command, contact_id=owner_doc["id"])
             retry.append(item)
             return
-        outcomes[_result_id(item.decoded)] = self._rejected(
+        outcomes[result_id(item.decoded)] = self._rejected(
             item.decoded,
             CommandRejected(
                 "duplicate_email",
@@ -450,17 +451,10 @@ class ContactBatchApplier:
         return outcome
 
     def _rejected(self, decoded: Decoded, exc: CommandRejected) -> dict[str, Any]:
-        errors = []
-        if "field" in exc.details:
-            errors.append(
-                {
-                    "field": exc.details["field"],
-                    "value": exc.details.get("value"),
-                    "reason": exc.message,
-                }
-            )
         extra = {k: v for k, v in exc.details.items() if k not in ("field", "value")}
-        outcome = self._outcome(decoded, "rejected", exc.code, exc.message, errors=errors)
+        outcome = self._outcome(
+            decoded, "rejected", exc.code, exc.message, errors=rejection_errors(exc)
+        )
         outcome["result"].update(extra)
         return outcome
 
@@ -478,42 +472,22 @@ class ContactBatchApplier:
         event: dict[str, Any] | None = None,
         merged: bool = False,
     ) -> dict[str, Any]:
-        raw = decoded.message
-        payload = raw.get("payload") if isinstance(raw.get("payload"), dict) else {}
-        result: dict[str, Any] = {
-            "commandId": decoded.command_id,
-            "tenantId": decoded.tenant_id,
-            "type": raw.get("type"),
-            "outcome": outcome,
-            "code": code,
-            "message": message,
-            "contactId": contact_id or payload.get("contactId"),
-            "processedAt": self.clock().isoformat(),
-        }
-        if version is not None:
-            result["version"] = version
-        if changed_fields is not None:
-            result["changedFields"] = changed_fields
-        if event is not None:
-            result["eventId"] = event["id"]
+        stored = build_outcome(
+            decoded,
+            outcome,
+            code,
+            message,
+            self.clock(),
+            subject={"contactId": contact_id},
+            errors=errors,
+            version=version,
+            changed_fields=changed_fields,
+            event=event,
+        )
+        stored["merged"] = merged
         if merged:
-            result["merged"] = True
-        if errors:
-            result["errors"] = errors
-        if isinstance(raw.get("correlationId"), str):
-            result["correlationId"] = raw["correlationId"]
-        if isinstance(raw.get("meta"), dict):
-            result["meta"] = raw["meta"]
-        return {
-            "_id": _result_id(decoded),
-            "tenantId": decoded.tenant_id,
-            "correlationId": result.get("correlationId"),
-            "outcome": outcome,
-            "code": code,
-            "merged": merged,
-            "result": result,
-            "event": event,
-        }
+            stored["result"]["merged"] = True
+        return stored
 
 
 def _claim_is_held(
@@ -598,10 +572,6 @@ def _doc_ids(decoded: list[Decoded]) -> set[str]:
         if isinstance(payload, dict) and isinstance(payload.get("contactId"), str):
             ids.add(contact_doc_id(item.tenant_id, payload["contactId"]))
     return ids
-
-
-def _result_id(decoded: Decoded) -> str:
-    return f"{decoded.tenant_id}:{decoded.command_id}"
 
 
 def _claim_id(command: ContactCommand, key: str) -> str:

@@ -24,6 +24,7 @@ from contact_pipeline.domain.criteria import criteria_to_json, parse_criteria
 from contact_pipeline.domain.errors import CommandRejected, FieldError
 from contact_pipeline.domain.lists import DEFAULT_COMMUNICATION_METHOD, DEFAULT_VISIBILITY
 from contact_pipeline.handlers.batch import RawMessage
+from contact_pipeline.handlers.outcomes import build_outcome, rejection_errors, result_id
 from contact_pipeline.handlers.validation import InvalidCommand, check_topic, parse_envelope
 from contact_pipeline.schemas import LIST_COMMAND_TYPES, CommandSchemas
 from contact_pipeline.store.mongo import Store, utcnow
@@ -318,13 +319,11 @@ class ListCommandApplier:
         return output
 
     async def _apply_one(self, item: Decoded, output: ListOutput) -> None:
-        result_id = f"{item.tenant_id}:{item.command_id}"
-        stored = await self.store.load_results([result_id])
-        if result_id in stored:
-            _republish(output, stored[result_id])
+        stored = await self.store.load_results([result_id(item)])
+        if result_id(item) in stored:
+            _republish(output, stored[result_id(item)])
             return
         outcome = await self._decide_and_write(item)
-        outcome["_id"] = result_id
         await self.store.save_results([outcome])
         _republish(output, outcome)
         if outcome.get("backfill"):
@@ -334,7 +333,7 @@ class ListCommandApplier:
         now = self.clock()
         try:
             check_topic(item, LIST_COMMAND_TYPES, "list-commands")
-            envelope = parse_envelope(item, self.schemas)
+            envelope, _ = parse_envelope(item, self.schemas)
         except InvalidCommand as exc:
             return _outcome(item, "rejected", exc.code, exc.message, errors=exc.errors)
         list_id = envelope.payload["listId"]
@@ -344,16 +343,7 @@ class ListCommandApplier:
         except FieldError as exc:
             return _outcome(item, "rejected", exc.code, str(exc), errors=[exc.to_dict()])
         except CommandRejected as exc:
-            errors = []
-            if "field" in exc.details:
-                errors.append(
-                    {
-                        "field": exc.details["field"],
-                        "value": exc.details.get("value"),
-                        "reason": exc.message,
-                    }
-                )
-            return _outcome(item, "rejected", exc.code, exc.message, errors=errors)
+            return _outcome(item, "rejected", exc.code, exc.message, errors=rejection_errors(exc))
         if isinstance(decision, dict):
             # Written before a crash that lost the outcome: reply from the history.
             assert doc is not None
@@ -408,39 +398,22 @@ def _outcome(
     event: dict[str, Any] | None = None,
     backfill: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    raw = item.message
-    payload = raw.get("payload") if isinstance(raw.get("payload"), dict) else {}
-    result: dict[str, Any] = {
-        "commandId": item.command_id,
-        "tenantId": item.tenant_id,
-        "type": raw.get("type"),
-        "outcome": outcome,
-        "code": code,
-        "message": message,
-        "listId": list_id or payload.get("listId"),
-        "processedAt": utcnow().isoformat(),
-    }
-    if version is not None:
-        result["version"] = version
-    if changed_fields is not None:
-        result["changedFields"] = changed_fields
-    if event is not None:
-        result["eventId"] = event["id"]
+    stored = build_outcome(
+        item,
+        outcome,
+        code,
+        message,
+        utcnow(),
+        subject={"listId": list_id},
+        errors=errors,
+        version=version,
+        changed_fields=changed_fields,
+        event=event,
+    )
+    stored["backfill"] = backfill
     if backfill is not None:
-        result["backfillId"] = backfill["_id"]
-    if errors:
-        result["errors"] = errors
-    if isinstance(raw.get("correlationId"), str):
-        result["correlationId"] = raw["correlationId"]
-    return {
-        "tenantId": item.tenant_id,
-        "correlationId": result.get("correlationId"),
-        "outcome": outcome,
-        "code": code,
-        "result": result,
-        "event": event,
-        "backfill": backfill,
-    }
+        stored["result"]["backfillId"] = backfill["_id"]
+    return stored
 
 
 def _republish(output: ListOutput, stored: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contact_pipeline.domain.commands import PAYLOAD_MODELS, Decoded, Envelope
 from contact_pipeline.domain.errors import FieldError
@@ -39,27 +39,7 @@ def validate_command(decoded: Decoded, schemas: CommandSchemas) -> ContactComman
     field path, the value and the reason.
     """
     check_topic(decoded, CONTACT_COMMAND_TYPES, "contact-commands")
-    problems = schemas.validate(decoded.message)
-    if problems:
-        errors = [{"field": p.field, "value": p.value, "reason": p.reason} for p in problems]
-        first = problems[0]
-        raise InvalidCommand(
-            "invalid_command",
-            f"command does not match its schema: {first.field}: {first.reason}",
-            errors,
-        )
-
-    try:
-        envelope = Envelope.model_validate(decoded.message)
-        payload = PAYLOAD_MODELS[envelope.type].model_validate(envelope.payload)
-    except ValidationError as exc:
-        # The JSON Schema and the models agree (a unit test checks it), so this
-        # only happens when they drift apart.
-        errors = [
-            {"field": ".".join(map(str, err["loc"])), "value": None, "reason": err["msg"]}
-            for err in exc.errors()
-        ]
-        raise InvalidCommand("invalid_command", "command failed model validation", errors) from exc
+    envelope, payload = parse_envelope(decoded, schemas)
 
     if envelope.type.split(".")[0] in ("membership", "consent", "message"):
         fields = {
@@ -123,8 +103,12 @@ def check_topic(decoded: Decoded, allowed: tuple[str, ...], topic: str) -> None:
     )
 
 
-def parse_envelope(decoded: Decoded, schemas: CommandSchemas) -> Envelope:
-    """Check a command against its schema and return its envelope, or raise InvalidCommand."""
+def parse_envelope(decoded: Decoded, schemas: CommandSchemas) -> tuple[Envelope, BaseModel]:
+    """Check a command against its schema and return its envelope and payload model.
+
+    Raises :class:`InvalidCommand` listing every problem found, each with the
+    field path, the value and the reason.
+    """
     problems = schemas.validate(decoded.message)
     if problems:
         errors = [{"field": p.field, "value": p.value, "reason": p.reason} for p in problems]
@@ -134,7 +118,19 @@ def parse_envelope(decoded: Decoded, schemas: CommandSchemas) -> Envelope:
             f"command does not match its schema: {first.field}: {first.reason}",
             errors,
         )
-    return Envelope.model_validate(decoded.message)
+
+    try:
+        envelope = Envelope.model_validate(decoded.message)
+        payload = PAYLOAD_MODELS[envelope.type].model_validate(envelope.payload)
+    except ValidationError as exc:
+        # The JSON Schema and the models agree (a unit test checks it), so this
+        # only happens when they drift apart.
+        errors = [
+            {"field": ".".join(map(str, err["loc"])), "value": None, "reason": err["msg"]}
+            for err in exc.errors()
+        ]
+        raise InvalidCommand("invalid_command", "command failed model validation", errors) from exc
+    return envelope, payload
 
 
 def normalise_fields(
