@@ -17,13 +17,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
 import faust
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from contact_pipeline.agents.retry import with_store_retry
 from contact_pipeline.audit.chain import (
     SOURCE_TOPICS,
     ChainHead,
@@ -78,9 +77,9 @@ def register(app: faust.App, settings: Settings) -> None:
             started = time.perf_counter()
             records = [_source_record(event.message, prefix) for event in batch]
             try:
-                audit = await _with_retry(audit_store, settings)
-                counts = await _with_retry(
-                    partial(_chain_batch, audit, audit_log, records), settings
+                audit = await with_store_retry(audit_store, settings, "audit batch")
+                counts = await with_store_retry(
+                    partial(_chain_batch, audit, audit_log, records), settings, "audit batch"
                 )
             except StoreUnavailable as exc:
                 logger.exception("document store still failing; stopping the worker: %s", exc)
@@ -98,8 +97,10 @@ def register(app: faust.App, settings: Settings) -> None:
             started = time.perf_counter()
             entries = [entry for event in batch if (entry := _entry(event.message)) is not None]
             try:
-                audit = await _with_retry(audit_store, settings)
-                inserted = await _with_retry(partial(audit.insert_entries, entries), settings)
+                audit = await with_store_retry(audit_store, settings, "audit batch")
+                inserted = await with_store_retry(
+                    partial(audit.insert_entries, entries), settings, "audit projection"
+                )
             except StoreUnavailable as exc:
                 logger.exception("document store still failing; stopping the worker: %s", exc)
                 await app.crash(exc)
@@ -169,27 +170,6 @@ def _entry(message: Any) -> dict[str, Any] | None:
         message.offset,
     )
     return None
-
-
-async def _with_retry(operation: Callable[[], Awaitable[T]], settings: Settings) -> T:
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(StoreUnavailable),
-        wait=wait_exponential(multiplier=0.2, max=10),
-        stop=stop_after_delay(settings.store_retry_max_seconds),
-        reraise=True,
-        before_sleep=_log_retry,
-    ):
-        with attempt:
-            return await operation()
-    raise AssertionError("unreachable: AsyncRetrying either returns or raises")
-
-
-def _log_retry(retry_state: Any) -> None:
-    logger.warning(
-        "audit store failed, retrying batch attempt=%d error=%s",
-        retry_state.attempt_number,
-        retry_state.outcome.exception() if retry_state.outcome else None,
-    )
 
 
 def _log_chained(records: list[SourceRecord], counts: dict[str, int], started: float) -> None:

@@ -18,18 +18,17 @@ from typing import Any
 
 import aiosmtplib
 import faust
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
     wait_exponential,
 )
 
 from contact_pipeline import metrics
+from contact_pipeline.agents.retry import with_store_retry
 from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.errors import StoreUnavailable
 from contact_pipeline.domain.tokens import make_confirmation_token
@@ -276,19 +275,7 @@ async def _record_sent(mails: Any, pending: PendingConfirmation) -> None:
 
 async def _retry_store(settings: Settings, operation: Any, *args: Any) -> Any:
     """Run one store operation, retrying while the store fails, as the contact agent does."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(StoreUnavailable),
-        wait=wait_exponential(multiplier=0.2, max=10),
-        stop=stop_after_delay(settings.store_retry_max_seconds),
-        reraise=True,
-        before_sleep=_log_store_retry,
-    ):
-        with attempt:
-            try:
-                return await operation(*args)
-            except PyMongoError as exc:
-                raise StoreUnavailable(f"document store operation failed: {exc}") from exc
-    raise AssertionError("unreachable: AsyncRetrying either returns or raises")
+    return await with_store_retry(lambda: operation(*args), settings, "confirmation mail")
 
 
 def _describe(exc: BaseException) -> str:
@@ -305,12 +292,4 @@ def _log_smtp_retry(retry_state: RetryCallState) -> None:
         retry_state.attempt_number,
         SMTP_ATTEMPTS,
         _describe(failure) if failure is not None else None,
-    )
-
-
-def _log_store_retry(retry_state: RetryCallState) -> None:
-    logger.warning(
-        "store failed, retrying confirmation mail attempt=%d error=%s",
-        retry_state.attempt_number,
-        retry_state.outcome.exception() if retry_state.outcome else None,
     )

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import faust
 from prometheus_client import generate_latest
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contact_pipeline import codec, metrics
 from contact_pipeline.agents import audit as audit_agents
 from contact_pipeline.agents import mailer
+from contact_pipeline.agents.retry import with_store_retry
 from contact_pipeline.domain.commands import SourcePosition
 from contact_pipeline.domain.errors import StoreUnavailable
 from contact_pipeline.handlers.backfill import BackfillRunner, BackfillSettings
@@ -148,7 +149,10 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             messages = [_raw(event) for event in batch]
             try:
-                output = await _apply_with_retry(await applier(), messages, settings)
+                contacts = await applier()
+                output = await with_store_retry(
+                    partial(contacts.apply, messages), settings, "contact batch"
+                )
             except StoreUnavailable as exc:
                 logger.exception("document store still failing; stopping the worker: %s", exc)
                 await app.crash(exc)
@@ -177,7 +181,9 @@ def create_app(settings: Settings) -> faust.App:
             messages = [_raw(event) for event in batch]
             parts = await components()
             try:
-                output = await _apply_with_retry(parts["lists"], messages, settings)
+                output = await with_store_retry(
+                    partial(parts["lists"].apply, messages), settings, "list batch"
+                )
             except StoreUnavailable as exc:
                 logger.exception("document store still failing; stopping the worker: %s", exc)
                 await app.crash(exc)
@@ -276,32 +282,6 @@ def _raw(event: Any) -> RawMessage:
         value=message.value,
         key=message.key,
         position=SourcePosition(message.topic, message.partition, message.offset),
-    )
-
-
-async def _apply_with_retry(
-    applier: ContactBatchApplier | ListCommandApplier,
-    messages: list[RawMessage],
-    settings: Settings,
-) -> Any:
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(StoreUnavailable),
-        wait=wait_exponential(multiplier=0.2, max=10),
-        stop=stop_after_delay(settings.store_retry_max_seconds),
-        reraise=True,
-        before_sleep=_log_retry,
-    ):
-        with attempt:
-            return await applier.apply(messages)
-    raise AssertionError("unreachable: AsyncRetrying either returns or raises")
-
-
-def _log_retry(retry_state: Any) -> None:
-    metrics.STORE_RETRIES.inc()
-    logger.warning(
-        "store failed, retrying batch attempt=%d error=%s",
-        retry_state.attempt_number,
-        retry_state.outcome.exception() if retry_state.outcome else None,
     )
 
 
