@@ -52,7 +52,7 @@ def read_confirmation_token(
         raise FieldError(
             field,
             _shorten(token),
-            f"the confirmation link expired ({_duration(max_age_seconds)} after it was sent); "
+            f"the confirmation link expired ({describe_duration(max_age_seconds)} after it was sent); "
             "join the list again to get a new one",
             code="token_expired",
         ) from exc
@@ -84,7 +84,8 @@ def _serializer(secret: str, issued_at: float | None = None) -> URLSafeTimedSeri
     return serializer
 
 
-def _duration(seconds: int) -> str:
+def describe_duration(seconds: int) -> str:
+    """Return a duration in the largest whole unit, such as "7 days" or "90 seconds"."""
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size and seconds % size == 0:
             count = seconds // size

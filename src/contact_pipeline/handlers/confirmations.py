@@ -18,6 +18,8 @@ from typing import Any
 
 from aiosmtplib import SMTPRecipientsRefused, SMTPResponseException
 
+from contact_pipeline.domain.tokens import describe_duration
+
 PENDING_EVENT = "membership.pending"
 
 SKIP_REASONS = (
@@ -153,7 +155,7 @@ def build_confirmation_message(
     greeting = (
         f"Hello {_one_line(first_name)}," if first_name and _one_line(first_name) else "Hello,"
     )
-    validity = _duration(valid_seconds)
+    validity = describe_duration(valid_seconds)
 
     message = EmailMessage()
     message["From"] = sender
@@ -208,11 +210,3 @@ def _domain(address: str) -> str | None:
     if not at:
         return None
     return domain.strip("> ") or None
-
-
-def _duration(seconds: int) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = seconds // size
-            return f"{count} {unit}" + ("s" if count != 1 else "")
-    return f"{seconds} second" + ("s" if seconds != 1 else "")
