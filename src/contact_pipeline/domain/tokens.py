@@ -52,8 +52,8 @@ def read_confirmation_token(
         raise FieldError(
             field,
             _shorten(token),
-            f"the confirmation link expired ({describe_duration(max_age_seconds)} after it was sent); "
-            "join the list again to get a new one",
+            f"the confirmation link expired {describe_duration(max_age_seconds)} after it "
+            "was sent; join the list again to get a new one",
             code="token_expired",
         ) from exc
     except BadSignature as exc:

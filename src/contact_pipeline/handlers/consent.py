@@ -23,6 +23,7 @@ from typing import Any
 
 from contact_pipeline.domain.commands import Envelope
 from contact_pipeline.domain.errors import CommandRejected
+from contact_pipeline.domain.events import change_event
 
 CONSENT_EVENT_NAMESPACE = uuid.UUID("7e2d4c1b-9a8f-4b3e-8d6c-5f4e3d2c1b0a")
 SEND_HISTORY_SIZE = 10
@@ -104,27 +105,21 @@ def consent_event(
     """Build the consent event of one ledger entry; its id derives from the command id."""
     source = f"{envelope.tenant_id}\n{envelope.command_id}"
     data = {key: value for key, value in entry.items() if key not in ("ipAddress", "userAgent")}
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid5(CONSENT_EVENT_NAMESPACE, source)),
-        "type": f"consent.{entry['action']}",
-        "source": "contact-pipeline/worker",
-        "subject": f"tenants/{envelope.tenant_id}/contacts/{contact_id}",
-        "time": now.isoformat(),
-        "datacontenttype": "application/json",
-        "tenantId": envelope.tenant_id,
-        "contactId": contact_id,
-        "listId": entry.get("listId"),
-        "channel": entry["channel"],
-        "contactVersion": version,
-        "commandId": envelope.command_id,
-        "correlationId": envelope.correlation_id,
-        "actor": envelope.actor.model_dump(),
-        "data": {
+    return change_event(
+        envelope,
+        str(uuid.uuid5(CONSENT_EVENT_NAMESPACE, source)),
+        f"consent.{entry['action']}",
+        f"tenants/{envelope.tenant_id}/contacts/{contact_id}",
+        now,
+        contactId=contact_id,
+        listId=entry.get("listId"),
+        channel=entry["channel"],
+        contactVersion=version,
+        data={
             key: value.isoformat() if isinstance(value, datetime) else value
             for key, value in data.items()
         },
-    }
+    )
 
 
 def _current(

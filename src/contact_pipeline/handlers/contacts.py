@@ -16,6 +16,7 @@ from typing import Any
 from contact_pipeline.domain.commands import Envelope
 from contact_pipeline.domain.contact import DEFAULT_PREFERENCES
 from contact_pipeline.domain.errors import CommandRejected
+from contact_pipeline.domain.events import change_event
 from contact_pipeline.handlers.consent import apply_consent, consent_event, record_send
 from contact_pipeline.handlers.memberships import (
     MembershipChange,
@@ -497,23 +498,17 @@ def build_event(
     """Build a CloudEvents-style change event for an applied contact change."""
     contact_id = document["id"]
     data = None if document.get("deleted") else _public(document)
-    return {
-        "specversion": "1.0",
-        "id": event_id(envelope.tenant_id, envelope.command_id),
-        "type": event_type,
-        "source": "contact-pipeline/worker",
-        "subject": f"tenants/{envelope.tenant_id}/contacts/{contact_id}",
-        "time": now.isoformat(),
-        "datacontenttype": "application/json",
-        "tenantId": envelope.tenant_id,
-        "contactId": contact_id,
-        "version": document["version"],
-        "changedFields": changed,
-        "commandId": envelope.command_id,
-        "correlationId": envelope.correlation_id,
-        "actor": envelope.actor.model_dump(),
-        "data": data,
-    }
+    return change_event(
+        envelope,
+        event_id(envelope.tenant_id, envelope.command_id),
+        event_type,
+        f"tenants/{envelope.tenant_id}/contacts/{contact_id}",
+        now,
+        contactId=contact_id,
+        version=document["version"],
+        changedFields=changed,
+        data=data,
+    )
 
 
 def public_contact(doc: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 from contact_pipeline.domain.commands import Decoded, Envelope, Undecodable, decode
 from contact_pipeline.domain.criteria import criteria_to_json, parse_criteria
 from contact_pipeline.domain.errors import CommandRejected, FieldError
+from contact_pipeline.domain.events import change_event
 from contact_pipeline.domain.lists import DEFAULT_COMMUNICATION_METHOD, DEFAULT_VISIBILITY
 from contact_pipeline.handlers.batch import RawMessage
 from contact_pipeline.handlers.outcomes import build_outcome, rejection_errors, result_id
@@ -263,23 +264,17 @@ def build_list_event(
     envelope: Envelope, event_type: str, document: dict[str, Any], changed: list[str], now: datetime
 ) -> dict[str, Any]:
     """Build a CloudEvents-style list event; its id derives from the command id."""
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid5(LIST_EVENT_NAMESPACE, f"{envelope.tenant_id}\n{envelope.command_id}")),
-        "type": event_type,
-        "source": "contact-pipeline/worker",
-        "subject": f"tenants/{envelope.tenant_id}/lists/{document['id']}",
-        "time": now.isoformat(),
-        "datacontenttype": "application/json",
-        "tenantId": envelope.tenant_id,
-        "listId": document["id"],
-        "version": document["version"],
-        "changedFields": changed,
-        "commandId": envelope.command_id,
-        "correlationId": envelope.correlation_id,
-        "actor": envelope.actor.model_dump(),
-        "data": public_list(document),
-    }
+    return change_event(
+        envelope,
+        str(uuid.uuid5(LIST_EVENT_NAMESPACE, f"{envelope.tenant_id}\n{envelope.command_id}")),
+        event_type,
+        f"tenants/{envelope.tenant_id}/lists/{document['id']}",
+        now,
+        listId=document["id"],
+        version=document["version"],
+        changedFields=changed,
+        data=public_list(document),
+    )
 
 
 def public_list(document: dict[str, Any]) -> dict[str, Any]:

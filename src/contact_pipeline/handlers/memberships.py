@@ -25,6 +25,7 @@ from typing import Any
 from contact_pipeline.domain.commands import Envelope
 from contact_pipeline.domain.criteria import Group, matches, parse_criteria
 from contact_pipeline.domain.errors import CommandRejected
+from contact_pipeline.domain.events import change_event
 
 MEMBERSHIP_EVENT_NAMESPACE = uuid.UUID("3d5e8a0c-7b1f-4c9a-9e2d-6a4f1b8c0d17")
 
@@ -184,25 +185,18 @@ def membership_events(
             f"{envelope.tenant_id}\n{envelope.command_id}\n{change.list_id}\n{change.event_type}"
         )
         events.append(
-            {
-                "specversion": "1.0",
-                "id": str(uuid.uuid5(MEMBERSHIP_EVENT_NAMESPACE, source)),
-                "type": change.event_type,
-                "source": "contact-pipeline/worker",
-                "subject": f"tenants/{envelope.tenant_id}/lists/{change.list_id}"
-                f"/contacts/{contact_id}",
-                "time": now.isoformat(),
-                "datacontenttype": "application/json",
-                "tenantId": envelope.tenant_id,
-                "contactId": contact_id,
-                "listId": change.list_id,
-                "reason": change.reason,
-                "contactVersion": version,
-                "commandId": envelope.command_id,
-                "correlationId": envelope.correlation_id,
-                "actor": envelope.actor.model_dump(),
-                "data": _json_membership(change.membership),
-            }
+            change_event(
+                envelope,
+                str(uuid.uuid5(MEMBERSHIP_EVENT_NAMESPACE, source)),
+                change.event_type,
+                f"tenants/{envelope.tenant_id}/lists/{change.list_id}/contacts/{contact_id}",
+                now,
+                contactId=contact_id,
+                listId=change.list_id,
+                reason=change.reason,
+                contactVersion=version,
+                data=_json_membership(change.membership),
+            )
         )
     return events
 
