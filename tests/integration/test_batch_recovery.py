@@ -66,3 +66,34 @@ async def test_duplicate_command_in_one_batch_applies_once(servers):
     assert output.results[1] == output.results[2]
     assert len(output.events) == 2
     assert doc["version"] == 2
+
+
+async def member_count(store: Store, tenant: str, list_id: str) -> int:
+    return (await store.list_member_counts(tenant)).get(list_id, 0)
+
+
+async def test_redelivered_batch_counts_members_once(servers):
+    store = await Store.connect(servers.mongodb_uri, f"cp_recovery_{uuid.uuid4().hex[:8]}")
+    applier = ContactBatchApplier(store, SCHEMAS)
+    tenant, contact_id = "t-count", new_id()
+    await store.save_list(
+        {"_id": f"{tenant}:news", "id": "news", "tenantId": tenant, "type": "static", "version": 1},
+        None,
+    )
+    add = command("membership.add", {"contactId": contact_id, "listId": "news"}, tenant=tenant)
+    messages = [command("contact.create", create(contact_id, "n@example.com"), tenant=tenant), add]
+
+    await applier.apply(raw(messages))
+    after_first = await member_count(store, tenant, "news")
+    # Redelivered after a crash that lost the outcomes, then redelivered again as it was.
+    await store.command_results.delete_many({"tenantId": tenant})
+    await applier.apply(raw(messages))
+    await applier.apply(raw(messages))
+    # The same command sent again later, at a new offset.
+    resent = [RawMessage(json.dumps(add).encode(), None, SourcePosition("contact-commands", 0, 7))]
+    await applier.apply(resent)
+    final = await member_count(store, tenant, "news")
+    await store.close()
+
+    assert after_first == 1
+    assert final == 1

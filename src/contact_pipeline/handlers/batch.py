@@ -106,10 +106,9 @@ class ContactBatchApplier:
 
         # Redelivered commands: republish the outcome stored the first time. The
         # contacts of the first wave load at the same time, to save a round of waiting.
-        stored, prefetched, counters = await asyncio.gather(
+        stored, prefetched = await asyncio.gather(
             self.store.load_results(result_id(d) for d in decoded),
             self.store.load_contacts(_doc_ids(decoded)),
-            self.store.load_list_counts({_counter_id(d) for d in decoded}),
         )
         fresh: list[Decoded] = []
         seen: dict[str, Decoded] = {}
@@ -145,7 +144,7 @@ class ContactBatchApplier:
 
         self._lists = await self._load_lists(pending)
         await self._apply_in_waves(pending, new_outcomes, prefetched)
-        await self._count_members(decoded, stored, new_outcomes, counters)
+        await self._count_members(decoded, stored, new_outcomes)
 
         await self.store.save_results(list(new_outcomes.values()))
         for outcome in new_outcomes.values():
@@ -187,31 +186,38 @@ class ContactBatchApplier:
         decoded: list[Decoded],
         stored: dict[str, dict[str, Any]],
         outcomes: dict[str, dict[str, Any]],
-        counters: dict[str, dict[str, Any]],
     ) -> None:
         """Add the batch's member-count changes to the per-partition counters, once.
 
         A change counts at the message where its command was first decided. The
         counter records the last offset it covers, so a batch delivered again
         after a crash adds nothing twice, and the same command sent again later
-        (at another offset) adds nothing at all.
+        (at another offset) adds nothing at all. A batch without membership
+        changes reads and writes no counter.
         """
-        updates: dict[str, tuple[str, int, dict[str, int]]] = {}
+        changes: dict[str, list[tuple[Decoded, dict[str, int]]]] = {}
         for item in decoded:
-            counter_id = _counter_id(item)
-            position = item.position
-            tenant_id, last_offset, deltas = updates.get(counter_id, (item.tenant_id, -1, {}))
-            updates[counter_id] = (tenant_id, max(last_offset, position.offset), deltas)
-            if position.offset <= counters.get(counter_id, {}).get("offset", -1):
-                continue
             outcome = stored.get(result_id(item)) or outcomes.get(result_id(item))
-            if outcome is None or outcome.get("origin") != _origin(position):
+            if outcome is None or not outcome.get("listDelta"):
                 continue
-            for list_id, delta in (outcome.get("listDelta") or {}).items():
-                deltas[list_id] = deltas.get(list_id, 0) + delta
-        for counter_id, (tenant_id, offset, deltas) in updates.items():
-            if offset > counters.get(counter_id, {}).get("offset", -1):
-                await self.store.add_list_counts(counter_id, tenant_id, offset, deltas)
+            if outcome.get("origin") != _origin(item.position):
+                continue
+            changes.setdefault(_counter_id(item), []).append((item, outcome["listDelta"]))
+        if not changes:
+            return
+
+        counters = await self.store.load_list_counts(changes)
+        for counter_id, counted in changes.items():
+            covered = counters.get(counter_id, {}).get("offset", -1)
+            fresh = [(item, delta) for item, delta in counted if item.position.offset > covered]
+            if not fresh:
+                continue
+            totals: dict[str, int] = {}
+            for _, delta in fresh:
+                for list_id, change in delta.items():
+                    totals[list_id] = totals.get(list_id, 0) + change
+            last = max(item.position.offset for item, _ in fresh)
+            await self.store.add_list_counts(counter_id, fresh[0][0].tenant_id, last, totals)
 
     async def _apply_in_waves(
         self,
