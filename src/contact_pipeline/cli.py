@@ -646,7 +646,7 @@ async def _lists_show(tenant: str, list_id: str | None) -> list[dict[str, Any]]:
         backfills = await store.tenant_backfills(tenant)
     finally:
         await store.close()
-    shown = []
+    selected = []
     for doc in sorted(documents, key=lambda d: d["id"]):
         if list_id is not None and doc["id"] != list_id:
             continue
@@ -670,12 +670,12 @@ async def _lists_show(tenant: str, list_id: str | None) -> list[dict[str, Any]]:
                 )
                 if latest.get(key) is not None
             }
-        shown.append(item)
-    if list_id is not None and not shown:
+        selected.append(item)
+    if list_id is not None and not selected:
         _fail(
             f"list {list_id} not found in tenant {tenant}; `lists show --tenant {tenant}` lists all"
         )
-    return shown
+    return selected
 
 
 @dev_app.command("up")

@@ -51,7 +51,7 @@ async def new_contact(pipeline: Any, tenant: str, **fields: Any) -> str:
     return contact_id
 
 
-async def test_consent_history_survives_opt_out_and_re_opt_in(pipeline, tenant):
+async def test_consent_history_survives_reoptin(pipeline, tenant):
     contact = await new_contact(pipeline, tenant)
     results = await applied(
         pipeline,
@@ -85,7 +85,7 @@ async def test_consent_history_survives_opt_out_and_re_opt_in(pipeline, tenant):
     assert all("ipAddress" not in e["data"] for e in events)
 
 
-async def test_import_or_sync_never_turns_a_withdrawal_into_a_grant(pipeline, tenant):
+async def test_import_never_regrants_consent(pipeline, tenant):
     contact = await new_contact(pipeline, tenant)
     await applied(pipeline, grant(tenant, contact), withdraw(tenant, contact))
     importer, sync, admin = await pipeline.send(
@@ -118,9 +118,7 @@ async def test_consent_per_list_leaves_the_channel_consent_alone(pipeline, tenan
     assert consent["lists"]["news"]["email"]["status"] == "withdrawn"
 
 
-async def test_bad_consent_and_preference_values_are_rejected_with_field_and_reason(
-    pipeline, tenant
-):
+async def test_bad_consent_values_rejected(pipeline, tenant):
     contact = await new_contact(pipeline, tenant)
     results = await pipeline.send(
         [

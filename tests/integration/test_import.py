@@ -144,7 +144,7 @@ async def test_import_rejects_non_utf8_file(pipeline, tenant):
     assert "line 2" in process.stderr
 
 
-async def test_import_to_a_list_never_readds_an_unsubscribed_contact(pipeline, tenant, tmp_path):
+async def test_list_import_never_readds(pipeline, tenant, tmp_path):
     from contact_pipeline.domain.normalize import email_key
     from contact_pipeline.handlers.contacts import derive_contact_id
     from tests.factories import command

@@ -1,9 +1,9 @@
 """Every worker of a consumer group evaluates contact changes against every list.
 
-DESIGN.md warns that Faust's GlobalTable has lost entries on some workers when
-more than one runs; the lists here come from the store instead, and this test
-runs a second worker to prove both see a list that only one list partition
-carried.
+Lists kept in a Faust GlobalTable have been reported missing on some workers
+when several run, so each worker reads them from the store instead. This test
+runs a second worker and checks that contacts on both workers join a list that
+only one list partition carried.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def test_only_the_contact_grants_again_after_a_withdrawal(actor):
     assert consent_state(doc, "email", None)["status"] == "granted"
 
 
-def test_list_consent_overrides_channel_consent_for_that_list_only():
+def test_list_consent_overrides_channel():
     doc: dict[str, Any] = {}
     change(doc, "grant")
     change(doc, "grant", listId="news")
@@ -140,7 +140,7 @@ def test_missing_contact_and_list_and_wrong_channel_deny():
     )
 
 
-def test_list_override_turns_a_channel_on_for_that_list():
+def test_list_override_enables_channel():
     doc = reachable()
     doc["preferences"]["communicationChannels"]["email"] = False
     doc["lists"]["news"]["preferences"] = {"communicationChannels": {"email": True}}

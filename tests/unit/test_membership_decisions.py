@@ -75,7 +75,7 @@ def contact(**fields: Any) -> dict[str, Any]:
     ).document
 
 
-def test_create_matching_a_dynamic_list_joins_it_in_the_same_write():
+def test_matching_create_joins_dynamic_list():
     write = apply(None, command("contact.create", create("c1", "a@example.com", company="Acme")))
     assert write.document["lists"]["acme"]["source"] == "dynamic"
     assert write.document["version"] == 1
@@ -136,7 +136,7 @@ def test_unsubscribe_before_joining_keeps_a_rule_from_adding():
     assert write.list_delta == {}
 
 
-def test_contact_opt_in_on_a_dynamic_list_lets_the_rule_decide_again():
+def test_dynamic_opt_in_reapplies_rule():
     doc = apply(contact(company="Acme"), member("unsubscribe", "acme", "contact")).document
     write = apply(doc, member("add", "acme", "contact"))
     assert write.document["lists"]["acme"]["status"] == "active"
@@ -154,7 +154,7 @@ def test_static_commands_against_a_dynamic_list_are_rejected(kind):
 
 
 @pytest.mark.parametrize("list_id", ["missing", "gone"])
-def test_membership_of_a_missing_or_deleted_list_is_rejected(list_id):
+def test_missing_or_deleted_list_rejected(list_id):
     with pytest.raises(CommandRejected) as info:
         apply(contact(), member("add", list_id))
     assert info.value.code == "list_not_found"
@@ -221,7 +221,7 @@ def test_dynamic_list_needs_criteria():
     assert "needs criteria" in info.value.reason
 
 
-def test_new_criteria_start_a_backfill_and_a_rename_does_not():
+def test_only_criteria_change_backfills():
     created = decide_list(
         None,
         envelope("list.create", {"listId": "l", "name": "L", "type": "dynamic", "criteria": ACME}),

@@ -173,9 +173,9 @@ class ContactBatchApplier:
         """Return the lists of every tenant in the batch, as fresh as the catalog allows."""
         needed: dict[str, set[str]] = {}
         for item in pending:
-            wanted_ids = needed.setdefault(item.command.tenant_id, set())
+            list_ids_of_tenant = needed.setdefault(item.command.tenant_id, set())
             if item.command.list_id is not None:
-                wanted_ids.add(item.command.list_id)
+                list_ids_of_tenant.add(item.command.list_id)
         return {
             tenant_id: await self.catalog.tenant_lists(tenant_id, list_ids)
             for tenant_id, list_ids in needed.items()

@@ -143,18 +143,18 @@ def drop_on_delete(doc: dict[str, Any], tombstone: dict[str, Any]) -> list[Membe
     off those lists.
     """
     changes = []
-    kept = {}
+    unsubscribes = {}
     for list_id, entry in sorted(doc.get("lists", {}).items()):
         if entry.get("status") == "unsubscribed":
-            kept[list_id] = entry
+            unsubscribes[list_id] = entry
             continue
         changes.append(
             MembershipChange(
                 list_id, "membership.removed", "contact_deleted", entry, -_active(entry)
             )
         )
-    if kept:
-        tombstone["lists"] = kept
+    if unsubscribes:
+        tombstone["lists"] = unsubscribes
     return changes
 
 

@@ -344,7 +344,7 @@ def build_list_command(create: dict[str, Any], list_id: str) -> dict[str, Any]:
 
     It follows the create on the contact's partition, so the contact exists by
     then unless its row was rejected. The worker keeps contacts that unsubscribed
-    from the list off it, whatever the import says.
+    from the list off it, whatever the import requests.
     """
     return {
         **{key: copy.deepcopy(value) for key, value in create.items() if key != "payload"},

@@ -191,7 +191,7 @@ async def ask_contactability(
     """Send contactability requests and wait for their decisions, by request id.
 
     Each request is ``{"requestId", "tenantId", "contactId", "listId", "channel"}``
-    and optionally ``"actor"``; the worker answers each on contactability-replies.
+    and optionally ``"actor"``; the worker replies to each on contactability-replies.
     """
     collector = ResultCollector(
         bootstrap_servers,

@@ -214,7 +214,7 @@ class Store:
     ) -> dict[str, Any] | None:
         """Take a queued backfill, or one whose runner stopped renewing its lease.
 
-        Returns the backfill if this owner holds it now, else None.
+        Returns the backfill if this owner has the lease now, else None.
         """
         query = {
             "_id": backfill_id,
